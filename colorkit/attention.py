@@ -1,0 +1,350 @@
+"""The attention family, built up from the equations.
+
+Sun et al. (2023), "The Colorization Based on Self-Attention Mechanism and GAN", write attention as
+
+    a(q, k)    = softmax(q . k / sqrt(d))                                   (eq. 2)
+    A(Q, K, V) = softmax(Q K^T / sqrt(d)) V                                 (eq. 3)
+    Q_i = X W_i^q,  K_i = X W_i^k,  V_i = X W_i^v,  H_i = A(Q_i, K_i, V_i)
+    MSA(X)     = [H_1 ... H_h] W_o                                          (eq. 4)
+
+and use it along image rows and columns (eq. 5, the axial attention of Ho et al. 2019,
+"Axial Attention in Multidimensional Transformers"). This file holds those pieces and the
+window attention of Swin (Liu et al. 2021) that later models build on:
+
+- `scaled_dot_product_attention`: eq. 3, the plain math, optionally returning the weights.
+- `MultiHeadAttention`: eq. 4 over tokens (..., n, dim).
+- `AxialAttention` (`RowAttention`, `ColumnAttention`): eq. 4 along one image axis, optionally causal.
+- `WindowAttention`: eq. 4 inside non-overlapping M x M windows (`window_partition`, `window_reverse`).
+- `attention_flops`, `attention_matrix_elements`: what each kind costs, analytically.
+
+Conventions
+- Tokens are (..., n, C); images given to attention are channels-last, (B, H, W, C). A feature
+  map laid out (B, C, H, W) becomes one with `x.permute(0, 2, 3, 1)`.
+- Boolean masks say who may attend to whom: True = query i may attend to key j, the same
+  convention as the boolean `attn_mask` of `torch.nn.functional.scaled_dot_product_attention`.
+- Every module has a fast path (`fast=True`, torch's fused kernel) and the plain math
+  (`fast=False`, or `return_weights=True`, which needs the weights and so always takes it);
+  `tests/test_attention.py` checks that they agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "causal_mask",
+    "scaled_dot_product_attention",
+    "MultiHeadAttention",
+    "AxialAttention",
+    "RowAttention",
+    "ColumnAttention",
+    "window_partition",
+    "window_reverse",
+    "WindowAttention",
+    "attention_flops",
+    "attention_matrix_elements",
+    "ATTENTION_KINDS",
+]
+
+
+def _check_mask(mask: Tensor, scores_shape: tuple[int, ...], where: str) -> None:
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"{where}: mask must be a boolean tensor (True = may attend), got {got}")
+    try:
+        fits = torch.broadcast_shapes(mask.shape, scores_shape) == torch.Size(scores_shape)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{where}: mask of shape {tuple(mask.shape)} does not broadcast to the attention "
+            f"scores (..., n queries, m keys) = {tuple(scores_shape)}"
+        )
+
+
+def causal_mask(n: int, m: int | None = None, *, device: torch.device | str | None = None) -> Tensor:
+    """(n, m) boolean mask, True where key j <= query i: every token sees itself and the ones before.
+
+    This is what an autoregressive decoder (Sun et al.'s colorization Transformer, ColTran)
+    uses so that a pixel's prediction depends only on pixels already generated. Aligned at the
+    top-left like `is_causal=True` in torch; `m` defaults to `n`.
+    """
+    m = n if m is None else m
+    return torch.ones(n, m, dtype=torch.bool, device=device).tril()
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, return_weights: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """softmax(Q K^T / sqrt(d)) V (Sun et al. eq. 3), written out.
+
+    q (..., n, d), k (..., m, d), v (..., m, dv) -> (..., n, dv); leading dims broadcast.
+    `mask`: boolean, broadcastable to (..., n, m), True where query i may attend to key j.
+    A query row whose keys are all masked gets zero weights and so a zero output (torch's
+    fused kernels give the same zeros), never NaN.
+    With `return_weights=True` returns (output, weights), weights (..., n, m) with rows summing
+    to 1 (or 0 for fully masked rows).
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"scaled_dot_product_attention: q (..., n, d) and k (..., m, d) need the same d, "
+                         f"got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: k (..., m, d) and v (..., m, dv) need the same m, "
+                         f"got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    d = q.shape[-1]
+    # q . k / sqrt(d) for every query-key pair                               (eq. 2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (..., n, m)
+    has_key = None
+    if mask is not None:
+        _check_mask(mask, tuple(scores.shape), "scaled_dot_product_attention")
+        scores = scores.masked_fill(~mask, float("-inf"))
+        # softmax over a row of only -inf is 0/0 = NaN; give such rows finite scores here and
+        # zero weights below.
+        has_key = mask.any(dim=-1, keepdim=True)  # (..., n, 1)
+        scores = scores.masked_fill(~has_key, 0.0)
+    weights = scores.softmax(dim=-1)  # (..., n, m)
+    if has_key is not None:
+        weights = weights.masked_fill(~has_key, 0.0)
+    # A(Q, K, V) = softmax(Q K^T / sqrt(d)) V                                 (eq. 3)
+    out = weights @ v  # (..., n, dv)
+    return (out, weights) if return_weights else out
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention over tokens x (..., n, dim) (Sun et al. eq. 4).
+
+    `qkv` holds W^q, W^k, W^v of every head in one Linear; `proj` is W_o. `dim` is split
+    evenly over `heads`, so each head works in dim / heads channels.
+    """
+
+    def __init__(self, dim: int, heads: int, *, qkv_bias: bool = True):
+        super().__init__()
+        if dim <= 0 or heads <= 0 or dim % heads:
+            raise ValueError(f"{type(self).__name__}: dim={dim} must be a positive multiple of heads={heads}")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}"
+
+    def _check_input(self, x: Tensor, layout: str = "(..., n, dim)", min_dims: int = 2, exact: bool = False) -> None:
+        bad_rank = isinstance(x, Tensor) and (x.dim() != min_dims if exact else x.dim() < min_dims)
+        if not isinstance(x, Tensor) or bad_rank or x.shape[-1] != self.dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__}: x must be {layout} with dim={self.dim}, got {shape}")
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (..., n, dim) -> q, k, v, each (..., heads, n, head_dim)."""
+        # Q_i = X W_i^q, K_i = X W_i^k, V_i = X W_i^v, all heads at once      (eq. 4)
+        qkv = self.qkv(x)  # (..., n, 3 * dim)
+        qkv = qkv.unflatten(-1, (3, self.heads, self.head_dim))  # (..., n, 3, heads, head_dim)
+        qkv = qkv.movedim(-3, 0).transpose(-3, -2)  # (3, ..., heads, n, head_dim)
+        q, k, v = qkv.unbind(0)
+        return q, k, v
+
+    @staticmethod
+    def merge_heads(h: Tensor) -> Tensor:
+        """[H_1 ... H_h]: (..., heads, n, head_dim) -> (..., n, heads * head_dim)."""
+        return h.transpose(-3, -2).flatten(-2)
+
+    def forward(
+        self, x: Tensor, *, mask: Tensor | None = None, fast: bool = True, return_weights: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x (..., n, dim) -> (..., n, dim); with `return_weights`, also weights (..., heads, n, n).
+
+        `mask`: boolean, broadcastable to (..., heads, n, n), True = may attend: an (n, n) mask
+        applies to every sequence; a padding mask over keys (B, n) goes in as (B, 1, 1, n).
+        `fast` uses torch's fused kernel; `return_weights` always takes the plain math.
+        """
+        self._check_input(x)
+        q, k, v = self.project_qkv(x)  # each (..., heads, n, head_dim)
+        weights = None
+        if return_weights or not fast:
+            h, weights = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+        else:
+            if mask is not None:
+                _check_mask(mask, (*q.shape[:-1], k.shape[-2]), type(self).__name__)
+            h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # H_i for every head -> [H_1 ... H_h] W_o                              (eq. 4)
+        out = self.proj(self.merge_heads(h))  # (..., n, dim)
+        return (out, weights) if return_weights else out
+
+
+class AxialAttention(MultiHeadAttention):
+    """Multi-head self-attention along one axis of an image x (..., H, W, C).
+
+    axis="row": every pixel attends to the pixels of its own row; axis="column": of its own
+    column. This is the row/column self-attention module of Sun et al. (eq. 5, Fig. 4) and the
+    axial attention of Ho et al. (2019); a row layer followed by a column layer lets every pixel
+    reach every other one at a cost of O(HW(H + W)) instead of O((HW)^2).
+    `causal=True` (masked axial attention, as in ColTran's decoder) lets pixel j see only
+    pixels 0..j along the axis.
+    """
+
+    def __init__(self, dim: int, heads: int, axis: str = "row", *, qkv_bias: bool = True):
+        if axis not in ("row", "column"):
+            raise ValueError(f"AxialAttention: axis must be 'row' or 'column', got {axis!r}")
+        super().__init__(dim, heads, qkv_bias=qkv_bias)
+        self.axis = axis
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, axis={self.axis!r}"
+
+    def forward(
+        self, x: Tensor, *, causal: bool = False, fast: bool = True, return_weights: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x (..., H, W, C) -> (..., H, W, C); with `return_weights`, also the weights:
+        (..., H, heads, W, W) for rows, (..., W, heads, H, H) for columns.
+        """
+        self._check_input(x, "(..., H, W, C)", min_dims=3)
+        if self.axis == "column":
+            x = x.transpose(-3, -2)  # (..., W, H, C): columns become rows
+        # every row is now a sequence of tokens; the leading dims are batch   (eq. 5)
+        mask = causal_mask(x.shape[-2], device=x.device) if causal else None
+        result = super().forward(x, mask=mask, fast=fast, return_weights=return_weights)
+        out, weights = result if return_weights else (result, None)
+        if self.axis == "column":
+            out = out.transpose(-3, -2)  # back to (..., H, W, C)
+        return (out, weights) if return_weights else out
+
+
+class RowAttention(AxialAttention):
+    """Self-attention along image rows (Sun et al. eq. 5; Ho et al. 2019): `AxialAttention(axis="row")`."""
+
+    def __init__(self, dim: int, heads: int, *, qkv_bias: bool = True):
+        super().__init__(dim, heads, axis="row", qkv_bias=qkv_bias)
+
+
+class ColumnAttention(AxialAttention):
+    """Self-attention along image columns (Sun et al. eq. 5; Ho et al. 2019): `AxialAttention(axis="column")`."""
+
+    def __init__(self, dim: int, heads: int, *, qkv_bias: bool = True):
+        super().__init__(dim, heads, axis="column", qkv_bias=qkv_bias)
+
+
+def _check_window_grid(h: int, w: int, window: int, where: str) -> None:
+    if not isinstance(window, int) or window <= 0:
+        raise ValueError(f"{where}: window must be a positive int, got {window!r}")
+    if h % window or w % window:
+        raise ValueError(f"{where}: image size {h}x{w} is not a multiple of window={window}; "
+                         f"crop or pad the image to a multiple of the window")
+
+
+def window_partition(x: Tensor, window: int) -> Tensor:
+    """Cut x (B, H, W, C) into non-overlapping window x window patches: (B * nW, window * window, C).
+
+    nW = (H / window) * (W / window); windows are ordered image by image, then row-major over
+    the window grid, and tokens row-major inside a window (the order Swin uses).
+    """
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"window_partition: x must be (B, H, W, C), got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    b, h, w, c = x.shape
+    _check_window_grid(h, w, window, "window_partition")
+    x = x.reshape(b, h // window, window, w // window, window, c)
+    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/M, W/M, M, M, C)
+    return x.reshape(-1, window * window, c)  # (B * nW, M * M, C)
+
+
+def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
+    """Undo `window_partition`: (B * nW, window * window, C) -> (B, H, W, C) for an h x w image."""
+    _check_window_grid(h, w, window, "window_reverse")
+    n_windows = (h // window) * (w // window)
+    if windows.dim() != 3 or windows.shape[1] != window * window or windows.shape[0] % n_windows:
+        raise ValueError(f"window_reverse: expected (B * {n_windows}, {window * window}, C) windows of a "
+                         f"{h}x{w} image, got {tuple(windows.shape)}")
+    b, c = windows.shape[0] // n_windows, windows.shape[-1]
+    x = windows.reshape(b, h // window, w // window, window, window, c)
+    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/M, M, W/M, M, C)
+    return x.reshape(b, h, w, c)
+
+
+class WindowAttention(MultiHeadAttention):
+    """Multi-head self-attention inside non-overlapping window x window patches of x (B, H, W, C).
+
+    The window attention of Swin (Liu et al. 2021): each pixel attends only to the M^2 pixels of
+    its own window, so the cost is O(HW M^2) instead of O((HW)^2). H and W must be multiples of
+    the window. (Shifted windows and relative position bias come later, built on this one.)
+    """
+
+    def __init__(self, dim: int, heads: int, window: int, *, qkv_bias: bool = True):
+        super().__init__(dim, heads, qkv_bias=qkv_bias)
+        if not isinstance(window, int) or window <= 0:
+            raise ValueError(f"WindowAttention: window must be a positive int, got {window!r}")
+        self.window = window
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, window={self.window}"
+
+    def forward(self, x: Tensor, *, fast: bool = True, return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x (B, H, W, C) -> (B, H, W, C); with `return_weights`, also weights (B * nW, heads, M^2, M^2)."""
+        self._check_input(x, "(B, H, W, C)", min_dims=4, exact=True)
+        h, w = x.shape[1:3]
+        windows = window_partition(x, self.window)  # (B * nW, M * M, C)
+        result = super().forward(windows, fast=fast, return_weights=return_weights)
+        out, weights = result if return_weights else (result, None)
+        out = window_reverse(out, self.window, h, w)  # (B, H, W, C)
+        return (out, weights) if return_weights else out
+
+
+ATTENTION_KINDS = ("full", "row", "column", "axial", "window")
+
+
+def _check_kind(kind: str, h: int, w: int, window: int | None, where: str) -> None:
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"{where}: kind must be one of {ATTENTION_KINDS}, got {kind!r}")
+    if kind == "window":
+        if window is None:
+            raise ValueError(f"{where}: kind='window' needs window=M")
+        _check_window_grid(h, w, window, where)
+
+
+def attention_flops(kind: str, h: int, w: int, dim: int, window: int | None = None, *, projections: bool = False) -> int:
+    """Multiply-adds of self-attention over an h x w image with `dim` channels.
+
+    Counts the two matrix products of eq. 3, Q K^T and A V, each n * m * dim for n queries and
+    m keys (the softmax and scaling are O(n m) and left out; splitting dim over heads does not
+    change the count). With N = h * w pixels:
+      full:   one sequence of N tokens                       2 N^2 dim
+      row:    h sequences of w tokens                        2 N w dim
+      column: w sequences of h tokens                        2 N h dim
+      axial:  a row layer then a column layer                2 N (h + w) dim
+      window: N / M^2 windows of M^2 tokens (window=M)       2 N M^2 dim
+    `projections=True` adds the q, k, v and output Linear layers, 4 N dim^2 per layer (axial
+    has two layers).
+    """
+    _check_kind(kind, h, w, window, "attention_flops")
+    n = h * w
+    keys_per_query = {"full": n, "row": w, "column": h, "axial": h + w, "window": (window or 0) ** 2}[kind]
+    flops = 2 * n * keys_per_query * dim
+    if projections:
+        layers = 2 if kind == "axial" else 1
+        flops += layers * 4 * n * dim * dim
+    return flops
+
+
+def attention_matrix_elements(
+    kind: str, h: int, w: int, *, heads: int = 1, batch: int = 1, window: int | None = None
+) -> int:
+    """Elements of the attention-weight tensor that the plain math holds for one layer.
+
+    full: batch * heads * N^2; row: batch * h * heads * w^2; column: batch * w * heads * h^2;
+    axial: the larger of row and column (one layer at a time); window: batch * nW * heads * M^4.
+    Multiply by the element size (4 bytes for float32) for memory; fused kernels (`fast=True`)
+    avoid storing this tensor.
+    """
+    _check_kind(kind, h, w, window, "attention_matrix_elements")
+    row, column = h * w * w, w * h * h
+    per_head = {
+        "full": (h * w) ** 2,
+        "row": row,
+        "column": column,
+        "axial": max(row, column),
+        "window": h * w * (window or 0) ** 2,
+    }[kind]
+    return batch * heads * per_head

@@ -1,0 +1,177 @@
+"""The course runner: execute every notebook with papermill and collect what each run recorded.
+
+    python -m colorkit.course run [--preset course] [--out runs] [--only 02] [-p NAME VALUE ...]
+    python -m colorkit.course clean        # strip outputs, execution counts and widget state
+    python -m colorkit.course pin [NB ...] # run notebooks, store what their check cells print
+
+Notebooks are committed without outputs, so what a `# NBVAL_CHECK_OUTPUT` cell must print lives in
+that cell's metadata (`colorkit.expected_outputs`); `conftest.py` hands it to nbval as the
+reference output. `pin` records it from a real run at the default preset.
+
+Each notebook runs with its own folder as the working directory and writes its executed copy,
+`config.json` and `metrics.json` under `runs/<notebook stem>/`; a summary goes to `runs/summary.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from colorkit.runs import PRESETS, project_root
+
+NOTEBOOKS_DIR = "notebooks"
+
+
+def notebooks(root: Path | None = None) -> list[Path]:
+    """The course notebooks in order (00_..., 01_..., ...)."""
+    folder = (root or project_root()) / NOTEBOOKS_DIR
+    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {folder}")
+    return found
+
+
+def _parse_value(text: str):
+    """-p values: JSON literals where they parse (numbers, null, true), else plain strings."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run(preset: str | None = None, out: str = "runs", only: list[str] | None = None,
+        extra: dict | None = None) -> list[dict]:
+    """Execute the notebooks with papermill; return one summary row per notebook."""
+    import papermill
+
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets are {', '.join(PRESETS)}")
+    root = project_root()
+    rows = []
+    for nb in notebooks(root):
+        if only and not any(nb.name.startswith(key) or nb.stem == key for key in only):
+            continue
+        out_dir = (root / out / nb.stem).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        params = {"OUT_DIR": str(out_dir), **(extra or {})}
+        if preset is not None:
+            params["PRESET"] = preset
+        print(f"[course] {nb.name} -> {out_dir}", flush=True)
+        start = time.perf_counter()
+        status = "ok"
+        try:
+            papermill.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
+                                       cwd=str(nb.parent), kernel_name="python3", progress_bar=False)
+        except Exception as err:  # keep going: one failing notebook should not hide the others
+            status = f"failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        seconds = time.perf_counter() - start
+        metrics_file = out_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() and status == "ok" else {}
+        rows.append({"notebook": nb.name, "status": status, "seconds": round(seconds, 1),
+                     "out_dir": str(out_dir), "metrics": metrics})
+        print(f"[course] {nb.name}: {status} in {seconds:.1f} s", flush=True)
+    summary = root / out / "summary.json"
+    summary.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\n{'notebook':<36} {'status':<8} {'seconds':>8}")
+    for row in rows:
+        print(f"{row['notebook']:<36} {row['status'][:8]:<8} {row['seconds']:>8.1f}")
+    print(f"summary: {summary}")
+    return rows
+
+
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+EXPECTED_KEY = "expected_outputs"
+
+
+def is_check_cell(cell) -> bool:
+    return cell.cell_type == "code" and cell.source.lstrip().startswith(CHECK_MARKER)
+
+
+def comparable_outputs(outputs) -> list[dict]:
+    """The parts of a cell's outputs that nbval compares: stdout/stderr text and plain-text results."""
+    kept = []
+    for out in outputs:
+        if out.get("output_type") == "stream":
+            kept.append({"output_type": "stream", "name": out["name"], "text": out["text"]})
+        elif out.get("output_type") in ("execute_result", "display_data") and "text/plain" in out.get("data", {}):
+            kept.append({"output_type": out["output_type"], "data": {"text/plain": out["data"]["text/plain"]},
+                         "metadata": {}, **({"execution_count": None} if out["output_type"] == "execute_result" else {})})
+    return kept
+
+
+def pin(paths: list[Path] | None = None, timeout: int = 600) -> dict[str, int]:
+    """Execute each notebook at its default preset and store its check cells' outputs in their metadata."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    pinned = {}
+    for path in paths or notebooks():
+        path = Path(path)
+        nb = nbformat.read(path, as_version=4)
+        executed = nbformat.read(path, as_version=4)
+        NotebookClient(executed, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        count = 0
+        for cell, ran in zip(nb.cells, executed.cells):
+            if is_check_cell(cell):
+                cell.metadata.setdefault("colorkit", {})[EXPECTED_KEY] = comparable_outputs(ran.outputs)
+                count += 1
+        path.write_text(nbformat.writes(nb))
+        clean([path])
+        pinned[path.name] = count
+        print(f"pinned {count} check cells in {path.name}")
+    return pinned
+
+
+def clean(paths: list[Path] | None = None) -> list[Path]:
+    """Strip outputs, execution counts and widget state; return the notebooks that changed."""
+    import nbformat
+
+    changed = []
+    for path in paths or notebooks():
+        nb = nbformat.read(path, as_version=4)
+        before = nbformat.writes(nb)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = []
+                cell.execution_count = None
+            cell.metadata.pop("execution", None)
+        nb.metadata.pop("widgets", None)
+        after = nbformat.writes(nb)
+        if after != before:
+            path.write_text(after)
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m colorkit.course", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="execute every notebook with papermill")
+    p_run.add_argument("--preset", choices=PRESETS, default=None,
+                       help="override each notebook's PRESET (default: the notebook's own, 'course')")
+    p_run.add_argument("--out", default="runs", help="results folder, relative to the project root")
+    p_run.add_argument("--only", nargs="*", help="notebook prefixes or stems to run, e.g. 00 02")
+    p_run.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                       help="extra notebook parameter, e.g. -p DEVICE cuda -p DATA /data/imagenet")
+    sub.add_parser("clean", help="strip outputs from the notebooks")
+    p_pin = sub.add_parser("pin", help="run notebooks and store their check cells' expected outputs")
+    p_pin.add_argument("paths", nargs="*", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        rows = run(args.preset, args.out, args.only, {k: _parse_value(v) for k, v in args.p})
+        return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
+    if args.command == "pin":
+        pin(args.paths or None)
+        return 0
+    for path in clean():
+        print(f"cleaned {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

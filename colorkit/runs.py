@@ -1,0 +1,108 @@
+"""Small pieces every notebook uses: presets, device choice, seeding and the run folder.
+
+A notebook's `parameters` cell holds plain literals (PRESET, DEVICE, OUT_DIR, ...). These helpers
+turn them into a device, a seeded RNG state and a folder where the run writes `config.json` and
+`metrics.json`, so that every run, by a student or under papermill, leaves the same record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+PRESETS = ("smoke", "course", "full")
+
+
+def choose(preset: str, **by_preset: Any) -> Any:
+    """Return the value for `preset`, e.g. ``choose(PRESET, smoke=8, course=64, full=256)``.
+
+    An unknown preset is an error that lists the valid ones.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown PRESET {preset!r}; valid presets are {', '.join(PRESETS)}")
+    missing = [p for p in PRESETS if p not in by_preset]
+    if missing:
+        raise TypeError(f"choose() needs a value for every preset; missing {missing}")
+    return by_preset[preset]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE={device!r} asked for CUDA, but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return dev
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch.Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding pyproject.toml, else cwd.
+
+    Notebooks run with their own folder as the working directory (Jupyter, nbval) or with the
+    caller's (papermill); resolving OUT_DIR against the project root puts results under `runs/`
+    either way.
+    """
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "colorkit").is_dir():
+            return folder
+    return here
+
+
+def run_dir(out_dir: str | os.PathLike) -> Path:
+    """Create and return the run folder; a relative path is taken from the project root."""
+    path = Path(out_dir)
+    if not path.is_absolute():
+        path = project_root() / path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (Path, torch.device)):
+        return str(value)
+    return value
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def save_run(out_dir: str | os.PathLike, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> Path:
+    """Write `config.json` and `metrics.json` into the run folder and return the folder."""
+    folder = run_dir(out_dir)
+    _write_json_atomic(folder / "config.json", config)
+    _write_json_atomic(folder / "metrics.json", metrics)
+    return folder

@@ -1,0 +1,167 @@
+"""The project's own rules: setup files agree, notebooks are clean and parameterised, runs leave a record."""
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from colorkit import course, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+REQUIRED_PARAMETERS = {"PRESET", "DEVICE", "OUT_DIR"}
+
+
+def _requirement(text: str) -> tuple[str, str]:
+    """'scikit-image>=0.20' -> ('scikit-image', '>=0.20'); conda's pytorch is pip's torch."""
+    name, spec = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", text).groups()
+    name = name.lower().replace("_", "-")
+    return ("torch" if name == "pytorch" else name), spec.replace(" ", "")
+
+
+def test_environment_yml_names_the_same_dependencies_as_pyproject():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + [r for extra in ("course", "dev") for r in project["optional-dependencies"][extra]]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda_deps = {_requirement(d) for d in conda if _requirement(d)[0] not in {"python", "pip"}}
+    assert conda_deps == {_requirement(r) for r in wanted}
+    assert any("[course,dev]" in line and "-e" in line or "--editable" in line for line in pip_section)
+    python_floor = next(_requirement(d)[1] for d in conda if d.startswith("python"))
+    assert python_floor == project["requires-python"]
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "./course.sh test" in readme and "./course.sh run" in readme
+    assert "./course.sh test" in (ROOT / ".ci" / "run").read_text()
+    syntax = subprocess.run(["bash", "-n", str(ROOT / "course.sh")], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+
+
+def test_there_are_notebooks():
+    names = [p.name for p in NOTEBOOKS]
+    for prefix in ("00_", "01_attention_math", "02_lab_and_quantized_color"):
+        assert any(n.startswith(prefix) for n in names), names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; run `./course.sh clean`"
+    assert "widgets" not in nb.metadata, f"{path.name} stores widget state"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_one_parameters_cell_of_literals(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
+    names = {}
+    for node in ast.parse(tagged[0].source).body:
+        assert isinstance(node, ast.Assign), f"{path.name}: parameters cell may only assign literals"
+        names[node.targets[0].id] = ast.literal_eval(node.value)  # raises unless a plain literal
+    assert REQUIRED_PARAMETERS <= names.keys(), f"{path.name} lacks {REQUIRED_PARAMETERS - names.keys()}"
+    assert names["PRESET"] == "course"
+    # claims a student relies on are pinned: each check cell carries the output it must reproduce
+    checks = [c for c in nb.cells if course.is_check_cell(c)]
+    assert checks, f"{path.name} has no # NBVAL_CHECK_OUTPUT cell"
+    unpinned = [c.source.splitlines()[1] for c in checks if not c.metadata.get("colorkit", {}).get(course.EXPECTED_KEY)]
+    assert not unpinned, f"{path.name}: check cells without pinned output (run `python -m colorkit.course pin`): {unpinned}"
+
+
+def test_every_notebook_runs_under_papermill_at_the_smoke_preset(tmp_path):
+    """The course runner (what `./course.sh run` calls) with PRESET=smoke: each run leaves its record."""
+    result = subprocess.run([sys.executable, "-m", "colorkit.course", "run", "--preset", "smoke", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [row["notebook"] for row in summary] == [p.name for p in course.notebooks()]
+    for row in summary:
+        folder = Path(row["out_dir"])
+        assert row["status"] == "ok"
+        config = json.loads((folder / "config.json").read_text())
+        assert config["PRESET"] == "smoke"
+        assert json.loads((folder / "metrics.json").read_text()), f"{row['notebook']} recorded no metrics"
+        assert (folder / row["notebook"]).exists()
+
+
+def test_course_runner_rejects_an_unknown_preset():
+    with pytest.raises(ValueError, match="smoke, course, full"):
+        course.run(preset="huge")
+
+
+def test_clean_strips_outputs(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1 + 1")
+    cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
+    cell.execution_count = 1
+    nb.cells.append(cell)
+    nb.metadata["widgets"] = {"state": {}}
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    assert course.clean([path]) == [path]
+    again = nbformat.read(path, as_version=4)
+    assert again.cells[0].outputs == [] and again.cells[0].execution_count is None and "widgets" not in again.metadata
+    assert course.clean([path]) == []
+
+
+# --- colorkit.runs --------------------------------------------------------------------------------
+
+def test_choose_picks_by_preset_and_names_valid_ones():
+    assert runs.choose("smoke", smoke=1, course=2, full=3) == 1
+    with pytest.raises(ValueError, match="'tiny'.*smoke, course, full"):
+        runs.choose("tiny", smoke=1, course=2, full=3)
+
+
+def test_save_run_writes_config_and_metrics(tmp_path):
+    import numpy as np
+    import torch
+
+    folder = runs.save_run(tmp_path / "r", {"PRESET": "smoke"}, {"psnr": np.float32(21.5), "t": torch.tensor([1.0, 2.0])})
+    assert json.loads((folder / "config.json").read_text()) == {"PRESET": "smoke"}
+    assert json.loads((folder / "metrics.json").read_text()) == {"psnr": 21.5, "t": [1.0, 2.0]}
+    assert not list(folder.glob("*.tmp"))
+
+
+def test_seeded_runs_repeat_and_devices_resolve():
+    import torch
+
+    runs.seed_everything(3)
+    a = torch.rand(4)
+    runs.seed_everything(3)
+    assert torch.equal(a, torch.rand(4))
+    assert runs.resolve_device("cpu").type == "cpu"
+    assert runs.resolve_device("auto").type in {"cpu", "cuda", "mps"}
+
+
+def _check_notebook(tmp_path, expected_text):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1 + 1 == 2)")
+    if expected_text is not None:
+        cell.metadata["colorkit"] = {course.EXPECTED_KEY: [{"output_type": "stream", "name": "stdout", "text": expected_text}]}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), cell]
+    path = tmp_path / "claim.ipynb"
+    nbformat.write(nb, path)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "colorkit.nbcheck", "--nbval-lax",
+                           "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("expected, passes", [("True\n", True), ("False\n", False), (None, False)],
+                         ids=["pinned-right", "pinned-wrong", "not-pinned"])
+def test_check_cells_compare_against_their_pinned_output(tmp_path, expected, passes):
+    result = _check_notebook(tmp_path, expected)
+    assert (result.returncode == 0) == passes, result.stdout[-2000:]
