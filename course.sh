@@ -22,7 +22,8 @@ install_torch() {
         "$PY" -m pip install "torch>=2.1"
     else
         echo "[setup] no CUDA GPU: installing the CPU build of torch"
-        # A CPU wheel already known to pip (a local wheel folder or mirror) first; then PyTorch's CPU index.
+        # First a CPU wheel that pip's own configuration already knows (a local wheel folder or a
+        # mirror, as on the course's CI machines; on PyPI alone this fails at once), then PyTorch's CPU index.
         "$PY" -m pip install "torch==2.13.0+cpu" 2>/dev/null \
             || "$PY" -m pip install "torch>=2.1" --index-url https://download.pytorch.org/whl/cpu
     fi
@@ -33,11 +34,19 @@ setup() {
         echo "[setup] creating $VENV with $("$PYTHON" --version)"
         "$PYTHON" -m venv "$VENV"
     fi
-    if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    if [ -n "${TORCH_SPEC:-}" ] || ! "$PY" -c "import torch" >/dev/null 2>&1; then
         install_torch
     fi
-    # torch is already satisfied here, so this never swaps the CPU build for a CUDA one.
-    "$PY" -m pip install --quiet --editable ".[course,dev]"
+    # Install colorkit and its extras once per version of pyproject.toml (a stamp in the venv), so
+    # later runs need no network. torch is already satisfied, so this never swaps the CPU build.
+    stamp="$VENV/.colorkit-setup"
+    want="$(cksum < pyproject.toml) $(pwd)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PY" -c "import colorkit" >/dev/null 2>&1; then
+        "$PY" -m pip install --quiet --editable ".[course,dev]"
+        # the venv's own Jupyter kernel: a user-level "python3" kernel may point at another Python
+        "$PY" -m ipykernel install --sys-prefix --name colorkit --display-name "Python (colorkit)" >/dev/null
+        echo "$want" > "$stamp"
+    fi
     "$PY" -c "import torch, colorkit; print(f'[setup] colorkit {colorkit.__version__}, torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
 }
 

@@ -39,7 +39,6 @@ def _check_channels(x: Tensor, name: str) -> None:
 
 
 def _matrix(rows, like: Tensor) -> Tensor:
-    # float64 inverse first, then cast: the matrix is exact to the dtype's precision.
     return torch.tensor(rows, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
 
 
@@ -83,10 +82,12 @@ def _lab_to_unclipped_rgb(lab: Tensor) -> Tensor:
     fy = (L + 16) / 116
     fx = fy + a / 500
     fz = (fy - b / 200).clamp(min=0)  # scikit-image clips negative Z here
-    f = torch.stack([fx, fy, fz], dim=-3)
+    # |f| <= 100 keeps f^3 finite in float32 for absurd inputs (|a| ~ 1e16); real colors have f < 2
+    f = torch.stack([fx, fy, fz], dim=-3).clamp(-100, 100)
     # inverse of f: t = f^3 above 6/29, the inverse line below
     t = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / _KAPPA)
     xyz = t * _white(t)
+    # invert in float64, then cast: the matrix is then exact to the working dtype's precision
     rgb_from_xyz = torch.linalg.inv(torch.tensor(XYZ_FROM_RGB, dtype=torch.float64))
     lin = _apply_matrix(rgb_from_xyz.to(device=lab.device, dtype=lab.dtype), xyz)
     return linear_to_srgb(lin)
@@ -116,7 +117,7 @@ def lightness_to_gray(L: Tensor) -> Tensor:
         raise ValueError(f"L must be shaped (..., 1, H, W), got {tuple(L.shape)}")
     fy = (L + 16) / 116
     y = torch.where(fy > 0.2068966, fy**3, (fy - 16 / 116) / _KAPPA)  # relative luminance Y
-    return linear_to_srgb(y).clamp(0, 1).expand(*L.shape[:-3], 3, *L.shape[-2:])
+    return linear_to_srgb(y).clamp(0, 1).expand(*L.shape[:-3], 3, *L.shape[-2:]).contiguous()
 
 
 def rgb_to_gray(rgb: Tensor) -> Tensor:
@@ -140,9 +141,11 @@ def lab_from_parts(L: Tensor, ab: Tensor) -> Tensor:
 # centre. This is the sRGB gamut seen from above (projected over every L), quantized. It gives
 # Q = AB_BIN_COUNT bins; `gamut_ab_bins()` recomputes them and a test checks the stored table.
 #
-# Zhang et al. kept the 313 cells that actually occur in ImageNet photos: their set is a data-driven
-# subset of the gamut (rare, extreme colors such as the most saturated blues never occur). Ours
-# needs no dataset and is slightly larger; the rebalancing weights below give rare bins their due.
+# Zhang et al. report Q = 313 bins, derived from the ab values that occur in ImageNet. Their set is
+# larger than ours (313 > 261), so it must count as in gamut at least 52 cells that no 8-bit sRGB
+# color rounds into: a looser membership test (the file they ship is named pts_in_hull, which
+# suggests a hull around observed values). Ours is exactly the cells that 8-bit sRGB colors reach
+# and needs no dataset; the rebalancing weights below give the rare bins their due.
 
 GRID = 10
 
@@ -234,6 +237,8 @@ def ab_to_bin(ab: Tensor) -> Tensor:
     point, hence the nearest bin). Only values outside the gamut need a search over all centres.
     """
     points = _ab_last(ab)
+    if torch.isnan(points).any():
+        raise ValueError(f"ab_to_bin got NaN ab values ({int(torch.isnan(points).any(-1).sum())} pixels of shape {tuple(ab.shape)})")
     lut, offset = _grid_lookup_cpu()
     lut = lut.to(ab.device)
     cell = torch.round(points.detach() / GRID).long().clamp(-offset, offset) + offset

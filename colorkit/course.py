@@ -34,6 +34,20 @@ def notebooks(root: Path | None = None) -> list[Path]:
     return found
 
 
+KERNEL_NAME = "colorkit"  # registered in the venv by ./course.sh setup
+
+
+def kernel_name() -> str:
+    """The venv's own kernel when setup registered it, else the default python3 kernel.
+
+    A user-level "python3" kernelspec (common on laptops) may point at another interpreter;
+    the "colorkit" kernel always runs the venv's Python.
+    """
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    return KERNEL_NAME if KERNEL_NAME in find_kernel_specs() else "python3"
+
+
 def _parse_value(text: str):
     """-p values: JSON literals where they parse (numbers, null, true), else plain strings."""
     try:
@@ -64,7 +78,7 @@ def run(preset: str | None = None, out: str = "runs", only: list[str] | None = N
         status = "ok"
         try:
             papermill.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
-                                       cwd=str(nb.parent), kernel_name="python3", progress_bar=False)
+                                       cwd=str(nb.parent), kernel_name=kernel_name(), progress_bar=False)
         except Exception as err:  # keep going: one failing notebook should not hide the others
             status = f"failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         seconds = time.perf_counter() - start
@@ -87,7 +101,11 @@ EXPECTED_KEY = "expected_outputs"
 
 
 def is_check_cell(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.lstrip().startswith(CHECK_MARKER)
+    """A code cell nbval checks: the marker on any of its comment lines, or the `nbval-check-output` tag."""
+    if cell.cell_type != "code":
+        return False
+    marked = any(line.strip() == CHECK_MARKER for line in cell.source.splitlines())
+    return marked or "nbval-check-output" in cell.get("metadata", {}).get("tags", [])
 
 
 def comparable_outputs(outputs) -> list[dict]:
@@ -112,7 +130,7 @@ def pin(paths: list[Path] | None = None, timeout: int = 600) -> dict[str, int]:
         path = Path(path)
         nb = nbformat.read(path, as_version=4)
         executed = nbformat.read(path, as_version=4)
-        NotebookClient(executed, timeout=timeout, kernel_name="python3",
+        NotebookClient(executed, timeout=timeout, kernel_name=kernel_name(),
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         count = 0
         for cell, ran in zip(nb.cells, executed.cells):

@@ -7,8 +7,8 @@ Four sources of RGB images, all returning the same sample format, a dict with
   classes always have the same color (sky, grass, sun, ...), others get a random hue per object
   (balloons, clothes, cars), so a colorization model can be right about the first kind and can
   only guess the second: the ill-posedness the papers discuss, made measurable.
-- `PackagePhotos`: crops of the real color photographs shipped inside scikit-image and
-  matplotlib, split into train/val by source photo.
+- `PackagePhotos`: crops of the real color photographs shipped inside scikit-image,
+  scikit-learn and matplotlib, split into train/val by source photo.
 - `ImageFolder`: any folder of user images, for full-size runs; odd files are converted or
   skipped with a count, never a crash halfway through an epoch.
 
@@ -391,7 +391,7 @@ class ToyWorld(Dataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# Package photos: the color photographs that ship inside scikit-image and matplotlib
+# Package photos: the color photographs that ship inside scikit-image, scikit-learn and matplotlib
 # ---------------------------------------------------------------------------------------------
 
 
@@ -407,8 +407,9 @@ class PhotoSource:
 # The files are read straight from the package folders (never through skimage.data loaders, some
 # of which download with pooch). Left out on purpose: grayscale files (camera, moon, coins, ...),
 # synthetic graphics (color.png wheel, chessboard_RGB, phantom, logos, horse silhouette).
-# The split is by group: the stereo pair motorcycle_left/right is one group. Validation holds two
-# everyday photos unlike any training photo's subject (a cat, a portrait in uniform).
+# The split is by group: the stereo pair motorcycle_left/right is one group. Validation holds three
+# everyday photos unlike any training photo's subject (a cat, a portrait in uniform, a flower).
+# scikit-learn ships china.jpg and flower.jpg (sklearn.datasets.load_sample_images reads the same files).
 PHOTO_SOURCES = (
     PhotoSource("astronaut", "astronaut", "skimage", "astronaut.png", "train"),
     PhotoSource("coffee", "coffee", "skimage", "coffee.png", "train"),
@@ -419,8 +420,10 @@ PHOTO_SOURCES = (
     PhotoSource("retina", "retina", "skimage", "retina.jpg", "train"),
     PhotoSource("ihc", "ihc", "skimage", "ihc.png", "train"),
     PhotoSource("present", "present", "matplotlib", "Minduka_Present_Blue_Pack.png", "train"),
+    PhotoSource("china", "china", "sklearn", "china.jpg", "train"),
     PhotoSource("chelsea", "chelsea", "skimage", "chelsea.png", "val"),
     PhotoSource("grace_hopper", "grace_hopper", "matplotlib", "grace_hopper.jpg", "val"),
+    PhotoSource("flower", "flower", "sklearn", "flower.jpg", "val"),
 )
 
 
@@ -431,6 +434,9 @@ def _photo_path(source: PhotoSource) -> Path:
     if source.package == "matplotlib":
         import matplotlib
         return Path(matplotlib.get_data_path()) / "sample_data" / source.filename
+    if source.package == "sklearn":
+        import sklearn
+        return Path(sklearn.__file__).parent / "datasets" / "images" / source.filename
     raise ValueError(f"unknown package {source.package!r} for photo {source.name!r}")
 
 

@@ -8,6 +8,7 @@ turn them into a device, a seeded RNG state and a folder where the run writes `c
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -79,16 +80,19 @@ def run_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON values; non-finite floats (a PSNR of identical images is inf) become "inf"/"-inf"/"nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
+        return _jsonable(value.detach().cpu().tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _jsonable(value.tolist())
     if isinstance(value, (Path, torch.device)):
         return str(value)
     return value
@@ -96,7 +100,7 @@ def _jsonable(value: Any) -> Any:
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 

@@ -46,10 +46,10 @@ def test_lab_to_rgb_matches_skimage_inside_and_outside_the_gamut():
 
 
 def test_lab_to_rgb_never_returns_nan_or_inf_and_has_finite_gradients():
-    L = torch.tensor([0.0, 100.0, 0.0, 100.0, 50.0, 50.0, 0.0, 100.0])
-    a = torch.tensor([0.0, 0.0, 500.0, -500.0, 1e4, -1e4, -128.0, 127.0])
-    b = torch.tensor([0.0, 0.0, -500.0, 500.0, -1e4, 1e4, 127.0, -128.0])
-    lab = torch.stack([L, a, b]).view(3, 2, 4).requires_grad_(True)
+    L = torch.tensor([0.0, 100.0, 0.0, 100.0, 50.0, 50.0, 0.0, 100.0, 50.0, -1e30])
+    a = torch.tensor([0.0, 0.0, 500.0, -500.0, 1e4, -1e4, -128.0, 127.0, 1e16, 1e30])
+    b = torch.tensor([0.0, 0.0, -500.0, 500.0, -1e4, 1e4, 127.0, -128.0, -1e16, -1e30])
+    lab = torch.stack([L, a, b]).view(3, 2, 5).requires_grad_(True)
     rgb = color.lab_to_rgb(lab)
     assert torch.isfinite(rgb).all()
     assert rgb.min() >= 0 and rgb.max() <= 1
@@ -70,14 +70,20 @@ def test_conversions_are_differentiable_gradcheck():
     assert torch.autograd.gradcheck(color.lab_to_rgb, (lab,))
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_batched_leading_dims_dtype_and_device_are_kept(dtype):
-    rgb = torch.rand(2, 4, 3, 5, 7, dtype=dtype)
+def test_batched_leading_dims_dtype_and_device_are_kept(dtype, device):
+    rgb = torch.rand(2, 4, 3, 5, 7, dtype=dtype, device=device)
     lab = color.rgb_to_lab(rgb)
     assert lab.shape == rgb.shape and lab.dtype == dtype and lab.device == rgb.device
     one_by_one = torch.stack([torch.stack([color.rgb_to_lab(rgb[i, j]) for j in range(4)]) for i in range(2)])
     assert torch.allclose(lab, one_by_one, atol=1e-4)
-    assert color.lab_to_rgb(lab).dtype == dtype
+    back = color.lab_to_rgb(lab)
+    assert back.dtype == dtype and back.device == rgb.device
+    assert color.ab_to_bin(lab[:, :, 1:]).device == rgb.device
 
 
 def test_bad_input_gives_clear_errors():
@@ -87,6 +93,8 @@ def test_bad_input_gives_clear_errors():
         color.rgb_to_lab(torch.zeros(3, 2, 2, dtype=torch.uint8))
     with pytest.raises(ValueError, match="ab"):
         color.ab_to_bin(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        color.ab_to_bin(torch.full((2, 4, 4), float("nan")))
 
 
 def test_rgb_to_gray_keeps_lightness_and_removes_color():

@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 import pytest
 import skimage
+import sklearn
 import torch
 from PIL import Image
 from skimage import color as skcolor
@@ -184,7 +185,7 @@ def test_photos_are_color_and_never_downloaded(monkeypatch):
         spread = (rgb.max(0).values - rgb.min(0).values).mean()  # 0 for a gray image
         assert spread > 0.02, f"{source.name} looks grayscale"
         path = data._photo_path(source)  # a file inside the installed package, nothing fetched
-        package_dirs = (Path(skimage.__file__).parent, Path(matplotlib.get_data_path()))
+        package_dirs = (Path(skimage.__file__).parent, Path(matplotlib.get_data_path()), Path(sklearn.__file__).parent)
         assert path.is_file() and any(d in path.parents for d in package_dirs)
     ds = PackagePhotos("val", size=32, crops_per_photo=2)
     assert all(ds[i]["rgb"].shape == (3, 32, 32) for i in range(len(ds)))
@@ -439,7 +440,7 @@ def test_open_dataset_maps_the_data_parameter(tmp_path):
     assert len(train) == 5 and train[0]["rgb"].shape == (3, 16, 16)
     assert not torch.equal(train[0]["rgb"], val[0]["rgb"])          # validation scenes are other scenes
     photos = open_dataset("photos", split="val", size=24, length=7)
-    assert len(photos) == 7 and {photos[i]["source"] for i in range(7)} <= {"chelsea", "grace_hopper"}
+    assert len(photos) == 7 and {photos[i]["source"] for i in range(7)} <= {"chelsea", "grace_hopper", "flower"}
     with pytest.raises(ValueError, match="toyworld"):
         open_dataset("imagenet")
     with pytest.raises(FileNotFoundError, match="nowhere"):
