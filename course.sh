@@ -52,7 +52,7 @@ setup() {
 
 case "${1:-}" in
     setup) setup ;;
-    run)   setup; shift; "$PY" -m colorkit.course run "$@" ;;
+    run)   setup; shift; "$PY" -m colorkit course "$@" ;;
     test)  setup; shift; "$PY" -m pytest "$@" ;;
     clean) setup; "$PY" -m colorkit.course clean ;;
     *) echo "usage: ./course.sh {run|test|setup|clean} [extra args]"; exit 2 ;;

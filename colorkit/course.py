@@ -1,6 +1,6 @@
 """The course runner: execute every notebook with papermill and collect what each run recorded.
 
-    python -m colorkit.course run [--preset course] [--out runs] [--only 02] [-p NAME VALUE ...]
+    python -m colorkit course [--preset P] [--device D] [--data DIR] [--only 00 02] [-p NAME VALUE ...]
     python -m colorkit.course clean        # strip outputs, execution counts and widget state
     python -m colorkit.course pin [NB ...] # run notebooks, store what their check cells print
 
@@ -8,8 +8,9 @@ Notebooks are committed without outputs, so what a `# NBVAL_CHECK_OUTPUT` cell m
 that cell's metadata (`colorkit.expected_outputs`); `conftest.py` hands it to nbval as the
 reference output. `pin` records it from a real run at the default preset.
 
-Each notebook runs with its own folder as the working directory and writes its executed copy,
-`config.json` and `metrics.json` under `runs/<notebook stem>/`; a summary goes to `runs/summary.json`.
+Each notebook runs with its own folder as the working directory; its executed copy goes to
+`runs/executed/`, its config, metrics and checkpoints to `runs/<notebook stem>/`, and the trained
+models it records to `runs/results.json` and `runs/results.md`.
 """
 
 from __future__ import annotations
@@ -56,44 +57,83 @@ def _parse_value(text: str):
         return text
 
 
-def run(preset: str | None = None, out: str = "runs", only: list[str] | None = None,
-        extra: dict | None = None) -> list[dict]:
-    """Execute the notebooks with papermill; return one summary row per notebook."""
+RESULT_COLUMNS = ("notebook", "model", "preset", "parameters", "train_seconds", "psnr", "ssim", "colorfulness",
+                  "gray_psnr", "checkpoint")
+
+
+def run(preset: str | None = None, out: str = "runs", only: list[str] | None = None, *,
+        device: str | None = None, data: str | None = None, extra: dict | None = None) -> list[dict]:
+    """Execute the notebooks with papermill and collect what they recorded; one row per notebook.
+
+    Executed copies go to `<out>/executed/`, each notebook's own files (config, metrics, figures,
+    checkpoints) to `<out>/<notebook stem>/`. Every trained model a notebook records (see
+    `colorkit.runs.save_run(..., trained_models=...)`) becomes a row of `<out>/results.json` and of
+    the table `<out>/results.md`; `<out>/summary.json` holds each notebook's status and time.
+    """
     import papermill
 
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets are {', '.join(PRESETS)}")
     root = project_root()
-    rows = []
+    out_root = (root / out).resolve()
+    executed = out_root / "executed"
+    executed.mkdir(parents=True, exist_ok=True)
+    overrides = {**({"PRESET": preset} if preset else {}), **({"DEVICE": device} if device else {}),
+                 **({"DATA": str(data)} if data else {}), **(extra or {})}
+    rows, results = [], []
     for nb in notebooks(root):
         if only and not any(nb.name.startswith(key) or nb.stem == key for key in only):
             continue
-        out_dir = (root / out / nb.stem).resolve()
+        out_dir = out_root / nb.stem
         out_dir.mkdir(parents=True, exist_ok=True)
-        params = {"OUT_DIR": str(out_dir), **(extra or {})}
-        if preset is not None:
-            params["PRESET"] = preset
+        (out_dir / "metrics.json").unlink(missing_ok=True)     # never report a previous run's numbers
+        params = {"OUT_DIR": str(out_dir), **overrides}
         print(f"[course] {nb.name} -> {out_dir}", flush=True)
         start = time.perf_counter()
         status = "ok"
         try:
-            papermill.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
+            papermill.execute_notebook(str(nb), str(executed / nb.name), parameters=params,
                                        cwd=str(nb.parent), kernel_name=kernel_name(), progress_bar=False)
         except Exception as err:  # keep going: one failing notebook should not hide the others
             status = f"failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         seconds = time.perf_counter() - start
         metrics_file = out_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() and status == "ok" else {}
+        for model in metrics.get("trained_models", []):
+            results.append({"notebook": nb.name, **model})
         rows.append({"notebook": nb.name, "status": status, "seconds": round(seconds, 1),
                      "out_dir": str(out_dir), "metrics": metrics})
         print(f"[course] {nb.name}: {status} in {seconds:.1f} s", flush=True)
-    summary = root / out / "summary.json"
-    summary.write_text(json.dumps(rows, indent=2) + "\n")
+    (out_root / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out_root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_root / "results.md").write_text(results_table(results, rows))
     print(f"\n{'notebook':<36} {'status':<8} {'seconds':>8}")
     for row in rows:
         print(f"{row['notebook']:<36} {row['status'][:8]:<8} {row['seconds']:>8.1f}")
-    print(f"summary: {summary}")
+    print(f"results: {out_root / 'results.md'}")
     return rows
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+    return "" if value is None else str(value)
+
+
+def results_table(results: list[dict], rows: list[dict]) -> str:
+    """The results as a Markdown table: one line per trained model, then each notebook's status."""
+    lines = ["# Course results", "", "Metrics on the shared validation split of each run's DATA "
+             "(`colorkit.evaluate.validation_set`); gray_psnr is the same images with ab = 0.", ""]
+    lines.append("| " + " | ".join(RESULT_COLUMNS) + " |")
+    lines.append("|" + "---|" * len(RESULT_COLUMNS))
+    for result in results:
+        flat = {**result, **result.get("val", {})}
+        lines.append("| " + " | ".join(_cell(flat.get(col)) for col in RESULT_COLUMNS) + " |")
+    if not results:
+        lines.append("| (no notebook recorded a trained model) |" + " |" * (len(RESULT_COLUMNS) - 1))
+    lines += ["", "| notebook | status | seconds |", "|---|---|---|"]
+    lines += [f"| {row['notebook']} | {row['status']} | {row['seconds']} |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
@@ -166,29 +206,40 @@ def clean(paths: list[Path] | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m colorkit.course {run,clean,pin}`; `python -m colorkit course` is the same as `run`."""
     parser = argparse.ArgumentParser(prog="python -m colorkit.course", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="execute every notebook with papermill")
-    p_run.add_argument("--preset", choices=PRESETS, default=None,
-                       help="override each notebook's PRESET (default: the notebook's own, 'course')")
-    p_run.add_argument("--out", default="runs", help="results folder, relative to the project root")
-    p_run.add_argument("--only", nargs="*", help="notebook prefixes or stems to run, e.g. 00 02")
-    p_run.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                       help="extra notebook parameter, e.g. -p DEVICE cuda -p DATA /data/imagenet")
+    add_run_arguments(sub.add_parser("run", help="execute every notebook with papermill"))
     sub.add_parser("clean", help="strip outputs from the notebooks")
     p_pin = sub.add_parser("pin", help="run notebooks and store their check cells' expected outputs")
     p_pin.add_argument("paths", nargs="*", type=Path)
     args = parser.parse_args(argv)
     if args.command == "run":
-        rows = run(args.preset, args.out, args.only, {k: _parse_value(v) for k, v in args.p})
-        return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
+        return run_from_arguments(args)
     if args.command == "pin":
         pin(args.paths or None)
         return 0
     for path in clean():
         print(f"cleaned {path}")
     return 0
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=PRESETS, default=None,
+                        help="override each notebook's PRESET (default: the notebook's own, 'course')")
+    parser.add_argument("--device", default=None, help="DEVICE for every notebook: auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--data", default=None, help="DATA for every notebook: toyworld, photos or a folder")
+    parser.add_argument("--out", default="runs", help="results folder, relative to the project root")
+    parser.add_argument("--only", nargs="*", help="notebook prefixes or stems to run, e.g. 00 02")
+    parser.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                        help="extra notebook parameter, e.g. -p MAX_STEPS 500")
+
+
+def run_from_arguments(args: argparse.Namespace) -> int:
+    rows = run(args.preset, args.out, args.only, device=args.device, data=args.data,
+               extra={k: _parse_value(v) for k, v in args.p})
+    return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
 
 
 if __name__ == "__main__":

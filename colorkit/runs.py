@@ -104,9 +104,23 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def save_run(out_dir: str | os.PathLike, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> Path:
-    """Write `config.json` and `metrics.json` into the run folder and return the folder."""
+def save_run(out_dir: str | os.PathLike, config: Mapping[str, Any], metrics: Mapping[str, Any], *,
+             trained_models: list[Mapping[str, Any]] | None = None) -> Path:
+    """Write `config.json` and `metrics.json` into the run folder and return the folder.
+
+    `trained_models`: one record per model the notebook trained (see `trained_model_record`); the
+    course runner gathers them into runs/results.json and runs/results.md.
+    """
     folder = run_dir(out_dir)
     _write_json_atomic(folder / "config.json", config)
-    _write_json_atomic(folder / "metrics.json", metrics)
+    _write_json_atomic(folder / "metrics.json", {**metrics, **({"trained_models": trained_models} if trained_models else {})})
     return folder
+
+
+def trained_model_record(model: torch.nn.Module, *, checkpoint: str | os.PathLike, preset: str,
+                         train_seconds: float, val: Mapping[str, Any], data: str) -> dict[str, Any]:
+    """What the results table shows for a trained model: its name, size, time and validation metrics."""
+    config = getattr(model, "config", {}) or {}
+    return {"model": config.get("name", type(model).__name__), "preset": preset,
+            "parameters": sum(p.numel() for p in model.parameters()), "train_seconds": round(train_seconds, 1),
+            "checkpoint": str(checkpoint), "data": str(data), "val": dict(val)}

@@ -81,12 +81,19 @@ def test_notebook_has_one_parameters_cell_of_literals(path):
     assert not unpinned, f"{path.name}: check cells without pinned output (run `python -m colorkit.course pin`): {unpinned}"
 
 
-def test_every_notebook_runs_under_papermill_at_the_smoke_preset(tmp_path):
-    """The course runner (what `./course.sh run` calls) with PRESET=smoke: each run leaves its record."""
-    result = subprocess.run([sys.executable, "-m", "colorkit.course", "run", "--preset", "smoke", "--out", str(tmp_path)],
+@pytest.fixture(scope="session")
+def smoke_course_run(tmp_path_factory):
+    """`python -m colorkit course --preset smoke` (what `./course.sh run` calls, at the smoke preset)."""
+    out = tmp_path_factory.mktemp("course")
+    result = subprocess.run([sys.executable, "-m", "colorkit", "course", "--preset", "smoke", "--out", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return out, result
+
+
+def test_every_notebook_runs_under_papermill_at_the_smoke_preset(smoke_course_run):
+    out, result = smoke_course_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert [row["notebook"] for row in summary] == [p.name for p in course.notebooks()]
     for row in summary:
         folder = Path(row["out_dir"])
@@ -94,7 +101,19 @@ def test_every_notebook_runs_under_papermill_at_the_smoke_preset(tmp_path):
         config = json.loads((folder / "config.json").read_text())
         assert config["PRESET"] == "smoke"
         assert json.loads((folder / "metrics.json").read_text()), f"{row['notebook']} recorded no metrics"
-        assert (folder / row["notebook"]).exists()
+        assert (out / "executed" / row["notebook"]).exists()
+
+
+def test_course_run_writes_a_results_table_of_trained_models(smoke_course_run):
+    out, _ = smoke_course_run
+    results = json.loads((out / "results.json").read_text())
+    assert results, "no notebook recorded a trained model"
+    for row in results:
+        assert {"notebook", "model", "preset", "parameters", "train_seconds", "checkpoint", "val"} <= row.keys()
+        assert Path(row["checkpoint"]).is_file() and str(out) in row["checkpoint"]
+        assert row["preset"] == "smoke" and row["parameters"] > 0
+    table = (out / "results.md").read_text()
+    assert all(row["model"] in table for row in results) and "| psnr |" in table.replace("psnr | ssim", "psnr |")
 
 
 def test_course_runner_rejects_an_unknown_preset():

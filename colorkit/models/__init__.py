@@ -1,0 +1,94 @@
+"""The course's colorization models, one file per paper, built from plain config dicts.
+
+    model = build({"name": "baseline", "width": 32})     # any registered name
+    model.config                                           # the same dict: checkpoints store it
+
+Every model is a `Colorizer`: it takes lightness L (B, 1, H, W) in [0, 100] (and, for
+interactive models, ab hints with their mask) and returns ab (B, 2, H, W) in Lab units, so
+`colorkit.colorize` and the evaluation code treat all of them alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Callable
+
+from torch import Tensor, nn
+
+_REGISTRY: dict[str, type["Colorizer"]] = {}
+
+
+class Colorizer(nn.Module):
+    """Base class: L (B, 1, H, W) in [0, 100] -> ab (B, 2, H, W).
+
+    Subclasses set `takes_hints` (whether forward uses hint_ab / hint_mask) and `image_size` (the
+    side `colorize` resizes an image to before predicting; ab is upsampled back afterwards), and
+    point `training_step` at the paper's per-step function for `colorkit.train.Trainer`
+    (`step(ctx, batch) -> losses`, the model under the name "model").
+    """
+
+    takes_hints: bool = False
+    image_size: int = 64
+    config: dict[str, Any]
+
+    def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+def register(name: str) -> Callable[[type[Colorizer]], type[Colorizer]]:
+    """Class decorator: make a model buildable as build({"name": name, ...})."""
+    def add(cls: type[Colorizer]) -> type[Colorizer]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].__name__})")
+        _REGISTRY[name] = cls
+        return cls
+    return add
+
+
+def registered() -> list[str]:
+    """Names of all registered models."""
+    _import_model_files()
+    return sorted(_REGISTRY)
+
+
+def build(config: dict[str, Any]) -> Colorizer:
+    """Build a model from {"name": ..., **constructor arguments}; the model keeps the dict as `.config`."""
+    _import_model_files()
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"a model config is a dict with a 'name' key, got {config!r}")
+    name = config["name"]
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
+    cls = _REGISTRY[name]
+    kwargs = {k: v for k, v in config.items() if k != "name"}
+    try:
+        bound = inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        valid = [p for p in inspect.signature(cls).parameters]
+        raise ValueError(f"bad config for model {name!r}: {err}; valid parameters: {', '.join(valid)}") from None
+    bound.apply_defaults()
+    model = cls(*bound.args, **bound.kwargs)
+    # the full config, defaults included: a checkpoint rebuilds the same model even if defaults change
+    model.config = {"name": name, **copy.deepcopy(dict(bound.arguments))}
+    return model
+
+
+def training_step(name: str):
+    """The per-step training function a registered model declares (`Colorizer.training_step`)."""
+    _import_model_files()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
+    step = getattr(_REGISTRY[name], "training_step", None)
+    if step is None:
+        raise ValueError(f"model {name!r} declares no training_step")
+    return step
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _import_model_files() -> None:
+    # importing a model file registers its classes
+    from colorkit.models import baseline  # noqa: F401

@@ -1,0 +1,754 @@
+"""One training engine for every model in the course, GANs included.
+
+A paper defines a *step function*; the engine does everything around it:
+
+    def step_fn(ctx, batch):                         # batch: the prepared, device-moved batch
+        ab = ctx.models["model"](batch["L"])
+        loss = F.mse_loss(ab, batch["ab"])
+        ctx.update("model", loss)                    # finite check, backward, clip, step, EMA
+        return {"loss": loss}                        # what to log
+
+    Trainer({"model": net}, step_fn, ToyWorld(64), TrainConfig(steps=500, batch_size=32),
+            out_dir="runs/00_baseline").fit()
+
+Around it: device choice, bf16 autocast on CUDA, gradient clipping, warmup + cosine learning
+rates, an optional EMA of the weights, periodic validation, a progress bar, `metrics.jsonl`,
+`loss.png`, and atomic checkpoints.
+
+Exact resume. The data order is a pure function of (seed, epoch): `rank_batches` builds each
+epoch's batches from a permutation seeded by a hash of both, and a run resumed at step k starts at
+epoch k // steps_per_epoch and slices off the batches already used (it never loads them). The
+checkpoint holds the RNG states too, so randomness inside a step (dropout, noise, hint sampling)
+continues where it stopped: a CPU run stopped at step k and resumed gives bit-identical weights.
+
+Multi-GPU. Under `torchrun` (WORLD_SIZE > 1) the same script runs DistributedDataParallel:
+`batch_size` is the *global* batch; global batch b is split into world_size equal shards, rank r
+taking every world_size-th index from r, so gradient averaging equals the single-process mean
+gradient. Rank 0 logs and writes files; validation runs on rank 0 with the unwrapped models.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+import warnings
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from colorkit.data import _seed_worker, lab_batch
+from colorkit.runs import _jsonable, _write_json_atomic, resolve_device, run_dir, seed_everything
+
+__all__ = ["TrainConfig", "Trainer", "TrainContext", "EMA", "NonFiniteLossError", "NonFiniteLoss",
+           "lr_multiplier", "epoch_order", "rank_batches", "supervised_step", "default_prepare",
+           "save_checkpoint", "load_checkpoint", "plot_metrics", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = 1
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("cosine", "constant")
+# Fields a resumed run may change; every other TrainConfig field must match the checkpoint.
+# Changing `steps` re-plans the cosine schedule from the resume point on.
+RESUMABLE_CHANGES = ("steps", "val_every", "ckpt_every", "log_every", "device", "num_workers", "pin_memory", "amp")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides models and data; stored in every checkpoint."""
+
+    steps: int
+    batch_size: int                   # global batch: split across ranks under torchrun
+    lr: float = 1e-3
+    optimizer: str = "adam"           # one of OPTIMIZERS
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"          # "cosine" (to min_lr_ratio * lr after warmup) or "constant"
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0     # max global gradient norm per optimizer; None or 0: no clipping
+    ema_decay: float | None = None    # e.g. 0.999; None: no EMA
+    amp: bool = True                  # bf16 autocast, only on CUDA
+    val_every: int = 0                # 0: only at the end
+    ckpt_every: int = 0               # 0: only at the end (and on interrupt)
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    pin_memory: bool | None = None    # None: True on CUDA
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)
+        checks = [(self.steps >= 1, "steps must be >= 1"), (self.batch_size >= 1, "batch_size must be >= 1"),
+                  (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+                  (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+                  (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+                  (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
+                  (self.ema_decay is None or 0.0 <= self.ema_decay < 1.0, "ema_decay must be None or in [0, 1)"),
+                  (min(self.val_every, self.ckpt_every, self.num_workers) >= 0 and self.log_every >= 1,
+                   "val_every, ckpt_every, num_workers must be >= 0 and log_every >= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}; got {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; valid fields are {valid}")
+        return cls(**values)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss was NaN or inf: the run stops before that update; the last checkpoint stays as it was."""
+
+
+NonFiniteLoss = NonFiniteLossError
+
+
+def lr_multiplier(step: int, config: TrainConfig) -> float:
+    """The factor on the base learning rate during 0-based `step`.
+
+    Linear warmup:  (step + 1) / warmup_steps                       for step < warmup_steps
+    Cosine decay:   r + (1 - r) (1 + cos(pi p)) / 2,  p = (step - warmup_steps) / (steps - warmup_steps)
+    with r = min_lr_ratio and p clipped to [0, 1] (SGDR, Loshchilov & Hutter 2017, eq. 5, no restarts).
+    """
+    warmup = config.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "constant":
+        return 1.0
+    p = min(1.0, max(0.0, (step - warmup) / max(1, config.steps - warmup)))
+    r = config.min_lr_ratio
+    return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers and the exponential moving average
+# ---------------------------------------------------------------------------------------------
+
+_SPEC_KEYS = ("models", "optimizer", "lr", "betas", "weight_decay", "momentum")
+
+
+def _optimizer_specs(model_names: list[str], config: TrainConfig,
+                     overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Resolve {optimizer name: settings}; default: one optimizer per model, named like it."""
+    overrides = overrides if overrides is not None else {name: {"models": [name]} for name in model_names}
+    specs, owner = {}, {}
+    for name, spec in overrides.items():
+        unknown = sorted(set(spec) - set(_SPEC_KEYS))
+        if unknown:
+            raise ValueError(f"optimizer {name!r}: unknown keys {unknown}; valid keys are {list(_SPEC_KEYS)}")
+        models = list(spec.get("models", [name]))
+        for model in models:
+            if model not in model_names:
+                raise ValueError(f"optimizer {name!r} names model {model!r}; the models are {model_names}")
+            if model in owner:
+                raise ValueError(f"model {model!r} is in optimizers {owner[model]!r} and {name!r}; give it one")
+            owner[model] = name
+        kind = spec.get("optimizer", config.optimizer)
+        if kind not in OPTIMIZERS:
+            raise ValueError(f"optimizer {name!r}: kind must be one of {OPTIMIZERS}, got {kind!r}")
+        specs[name] = {"models": models, "optimizer": kind, "lr": float(spec.get("lr", config.lr)),
+                       "betas": tuple(float(b) for b in spec.get("betas", config.betas)),
+                       "weight_decay": float(spec.get("weight_decay", config.weight_decay)),
+                       "momentum": float(spec.get("momentum", 0.9 if kind == "sgd" else 0.0))}
+    return specs
+
+
+def _build_optimizer(params: list[nn.Parameter], spec: Mapping[str, Any]) -> torch.optim.Optimizer:
+    kind, lr, wd = spec["optimizer"], spec["lr"], spec["weight_decay"]
+    if kind in ("adam", "adamw"):
+        cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, betas=spec["betas"], weight_decay=wd)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=spec["momentum"], weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, momentum=spec["momentum"], weight_decay=wd)
+
+
+class EMA:
+    """Exponential moving average of a model's weights (Polyak averaging), updated after each step:
+
+        shadow <- d * shadow + (1 - d) * weight
+
+    kept for every floating tensor of the state dict (parameters and buffers such as BatchNorm
+    statistics); integer buffers are copied. The shadow usually generalises better than the last
+    weights; validation and the checkpoint use it.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for key, value in model.state_dict().items():
+            shadow = self.shadow[key]
+            if shadow.is_floating_point():
+                shadow.lerp_(value.detach(), 1 - self.decay)   # shadow + (1 - d)(w - shadow)
+            else:
+                shadow.copy_(value)
+
+    @contextmanager
+    def swapped_in(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Load the shadow into `model` for the `with` block, then put the trained weights back."""
+        trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(trained)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data order: a pure function of (seed, epoch), sharded by rank
+# ---------------------------------------------------------------------------------------------
+
+def _derived_seed(*keys: Any) -> int:
+    """A 63-bit seed from a hash of `keys`: unrelated streams for different keys, same on every machine."""
+    digest = hashlib.sha256(repr(("colorkit.train",) + keys).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """A permutation of range(n) that depends only on (seed, epoch)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_derived_seed("order", seed, epoch)))
+
+
+def rank_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                 skip: int = 0) -> list[list[int]]:
+    """This rank's index lists for one epoch, from global batch number `skip` on (drop_last).
+
+    Global batch b is order[b B : (b + 1) B]; rank r takes its elements r, r + world_size, ...,
+    so the ranks' shards of a step together are exactly the single-process batch.
+    """
+    order = epoch_order(n, seed, epoch).tolist()
+    return [order[b * batch_size:(b + 1) * batch_size][rank::world_size] for b in range(skip, n // batch_size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes, RNG states and files
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    owns_group: bool = False          # we called init_process_group, so we destroy it
+
+
+def _init_distributed(device_name: str) -> tuple[_Dist, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on the CPU)."""
+    device = resolve_device(device_name)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ValueError(f"multi-process training needs CUDA or the CPU, got device {device}")
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), owns), device
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Every RNG a step may draw from, as plain values torch.load(weights_only=True) accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+             "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write `state` atomically: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(dict(state), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+_CHECKPOINT_KEYS = ("format", "step", "models", "ema", "optimizers", "schedulers", "train_config", "rng")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU; a missing, corrupt or foreign file is an error naming `path`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, random bytes, a pickle with foreign classes, ...
+        raise ValueError(f"cannot read checkpoint {path} (corrupt or not a torch file): {err}") from err
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing or ckpt["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a colorkit checkpoint (format {CHECKPOINT_FORMAT}); missing {missing}")
+    return ckpt
+
+
+def _append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(_jsonable(record)) + "\n")
+
+
+def plot_metrics(records: list[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Training losses (and validation metrics, if any) against the step, saved as a PNG.
+
+    Uses matplotlib's Figure directly (no pyplot), so a notebook's own backend is left alone.
+    """
+    from matplotlib.figure import Figure
+
+    train = [r for r in records if r.get("kind") == "train"]
+    val = [r for r in records if r.get("kind") == "val" and r.get("metrics")]
+    fig = Figure(figsize=(10 if val else 6, 4), layout="constrained")
+    axes = fig.subplots(1, 2 if val else 1, squeeze=False)[0]
+    for ax, rows, key, title in ((axes[0], train, "loss", "training loss"), (axes[-1], val, "metrics", "validation")):
+        names = sorted({name for r in rows for name in r[key]})
+        for name in names:
+            points = [(r["step"], r[key][name]) for r in rows if isinstance(r[key].get(name), (int, float))]
+            ax.plot(*zip(*points), label=name, marker="." if len(points) < 30 else None)
+        values = [v for r in rows for v in r[key].values() if isinstance(v, (int, float))]
+        if values and min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_yscale("log")
+        ax.set(xlabel="step", title=title)
+        if names:
+            ax.legend(fontsize=8)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)
+    return path
+
+
+def _to_device(batch: Any, device: torch.device, non_blocking: bool) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def default_prepare(batch: Any) -> Any:
+    """Add L (B, 1, H, W) and ab (B, 2, H, W) when the batch has "rgb" (B, 3, H, W) and no "L" yet."""
+    if isinstance(batch, Mapping) and "rgb" in batch and "L" not in batch:
+        return {**batch, **lab_batch(batch["rgb"])}
+    return batch
+
+
+class _StopOnInterrupt:
+    """First Ctrl-C (SIGINT): finish the current step, then stop cleanly. Second Ctrl-C: stop at once.
+
+    Stopping at a step boundary keeps the interrupt checkpoint exact. Only the main thread can
+    install signal handlers; elsewhere a KeyboardInterrupt arrives as usual.
+    """
+
+    def __enter__(self) -> "_StopOnInterrupt":
+        self.requested, self._previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a step function sees
+# ---------------------------------------------------------------------------------------------
+
+class TrainContext:
+    """The step function's handle on the run.
+
+    models: name -> module to call (DistributedDataParallel-wrapped under torchrun; the plain
+    modules during validation); unwrapped: name -> plain module; optimizers, schedulers, ema;
+    step: 0-based number of the step being run (= steps completed before it); epoch; device;
+    config; rank; world_size.
+    """
+
+    def __init__(self, trainer: "Trainer", models: dict[str, nn.Module]):
+        self.models, self.unwrapped = models, trainer.models
+        self.optimizers, self.schedulers, self.ema = trainer.optimizers, trainer.schedulers, trainer.ema
+        self.config, self.device = trainer.config, trainer.device
+        self.rank, self.world_size = trainer.dist.rank, trainer.dist.world_size
+        self.step, self.epoch = trainer.step, 0
+        self._specs = trainer.specs
+
+    def update(self, optimizer: str, loss: Tensor, *, name: str | None = None) -> Tensor:
+        """One step of `optimizer` on the scalar `loss`; returns the gradient norm before clipping.
+
+        Checks the loss is finite (else NonFiniteLossError naming the step and `name`, default the
+        optimizer's name), zeroes this optimizer's gradients, backpropagates, clips, steps, and
+        updates the EMA of this optimizer's models. Other models' weights are never touched, so a
+        GAN calls update("generator", ...) and update("discriminator", ...) independently.
+        """
+        if optimizer not in self.optimizers:
+            raise KeyError(f"no optimizer named {optimizer!r}; the optimizers are {list(self.optimizers)}")
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise TypeError(f"ctx.update({optimizer!r}, loss) needs a scalar tensor loss, got {loss!r:.80}")
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"loss {name or optimizer!r} is {value} at step {self.step}; "
+                                     "stopped before this update, the last checkpoint is unchanged")
+        opt = self.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", enabled=False) if self.device.type == "cuda" else nullcontext():
+            loss.backward()
+        params = [p for group in opt.param_groups for p in group["params"]]
+        max_norm = self.config.grad_clip or math.inf          # inf: measure only
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        opt.step()
+        for model in self._specs[optimizer]["models"]:
+            if model in self.ema:
+                self.ema[model].update(self.unwrapped[model])
+        return norm.detach()
+
+
+def supervised_step(loss_fn: Callable[[nn.Module, Any], Tensor], model: str = "model",
+                    optimizer: str | None = None) -> Callable[[TrainContext, Any], dict[str, Tensor]]:
+    """The step function of a single-model run: loss = loss_fn(module, batch), one update, log "loss"."""
+
+    def step(ctx: TrainContext, batch: Any) -> dict[str, Tensor]:
+        loss = loss_fn(ctx.models[model], batch)
+        ctx.update(optimizer or model, loss, name="loss")
+        return {"loss": loss}
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+class Trainer:
+    """Trains `models` with `step_fn` on `train_data`; see the module docstring.
+
+    optimizers: {name: {"models": [...], "optimizer", "lr", "betas", "weight_decay", "momentum"}}
+    (missing keys come from `config`); default one optimizer per model, named like it. Models in
+    no optimizer are frozen. resume=True continues from out_dir/checkpoint.pt when it exists; a
+    checkpoint that disagrees with this run (other than RESUMABLE_CHANGES) is a ValueError.
+    Under torchrun, call fit() once: it ends the process group it started.
+    """
+
+    def __init__(self, models: Mapping[str, nn.Module], step_fn: Callable[[TrainContext, Any], Mapping[str, Any]],
+                 train_data: Dataset, config: TrainConfig, *, out_dir: str | os.PathLike,
+                 prepare: Callable[[Any], Any] | None = None,
+                 val_fn: Callable[[TrainContext], Mapping[str, float]] | None = None,
+                 optimizers: Mapping[str, Mapping[str, Any]] | None = None, resume: bool = True):
+        if not models or not all(isinstance(m, nn.Module) for m in models.values()):
+            raise TypeError(f"models must be a non-empty dict of nn.Module, got {models!r:.120}")
+        self.config, self.step_fn, self.data = config, step_fn, train_data
+        self.prepare, self.val_fn = prepare or default_prepare, val_fn
+        self.dist, self.device = _init_distributed(config.device)
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the {self.dist.world_size} processes")
+        self.steps_per_epoch = len(train_data) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the dataset has {len(train_data)} items, fewer than one batch of {config.batch_size}")
+        self.out_dir = run_dir(out_dir)
+        self.checkpoint_path = self.out_dir / "checkpoint.pt"
+        self.is_main = self.dist.rank == 0
+        seed_everything(config.seed + self.dist.rank)
+
+        self.models = {name: m.to(self.device).train() for name, m in models.items()}
+        if self.dist.world_size > 1:            # every rank starts from rank 0's weights (and EMA)
+            for tensor in (t for m in self.models.values() for t in m.state_dict().values()):
+                dist.broadcast(tensor, src=0)
+        self.specs = _optimizer_specs(list(self.models), config, optimizers)
+        self.optimizers, self.schedulers = {}, {}
+        for name, spec in self.specs.items():
+            params = [p for m in spec["models"] for p in self.models[m].parameters() if p.requires_grad]
+            if not params:
+                raise ValueError(f"optimizer {name!r} has no trainable parameters (models {spec['models']})")
+            self.optimizers[name] = _build_optimizer(params, spec)
+            self.schedulers[name] = LambdaLR(self.optimizers[name], functools.partial(lr_multiplier, config=config))
+        # Models some optimizer trains: they get an EMA and, under torchrun, a DDP wrapper.
+        self.trained = [m for spec in self.specs.values() for m in spec["models"]]
+        self.ema = {m: EMA(self.models[m], config.ema_decay) for m in self.trained} if config.ema_decay is not None else {}
+
+        self.step, self.last_val, self.last_losses = 0, {}, {}
+        self._rng_to_restore = None
+        if resume and self.checkpoint_path.exists():
+            self._restore(load_checkpoint(self.checkpoint_path))
+        self.resumed_from = self.step
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def _model_config(self, name: str) -> Any:
+        return _jsonable(getattr(self.models[name], "config", None))
+
+    def _check_compatible(self, ckpt: Mapping[str, Any]) -> None:
+        """List every difference between the checkpoint and this run that would make resuming wrong."""
+        problems = []
+        saved, now = _jsonable(ckpt["train_config"]), _jsonable(self.config.to_dict())
+        for key in now:
+            if key not in RESUMABLE_CHANGES and saved.get(key) != now[key]:
+                problems.append(f"train config {key}: checkpoint {saved.get(key)!r}, this run {now[key]!r}")
+        if set(ckpt["models"]) != set(self.models):
+            problems.append(f"models: checkpoint {sorted(ckpt['models'])}, this run {sorted(self.models)}")
+        for name in set(ckpt["models"]) & set(self.models):
+            old, new = _jsonable(ckpt["models"][name]["config"]), self._model_config(name)
+            if old != new:
+                if isinstance(old, dict) and isinstance(new, dict):
+                    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                            if old.get(k) != new.get(k)]
+                    problems.append(f"model {name!r} config differs ({'; '.join(diff)})")
+                else:
+                    problems.append(f"model {name!r} config: checkpoint {old!r}, this run {new!r}")
+        if _jsonable(ckpt.get("optimizer_specs")) != _jsonable(self.specs):
+            problems.append(f"optimizers: checkpoint {ckpt.get('optimizer_specs')}, this run {self.specs}")
+        if ckpt.get("data_len") != len(self.data):
+            problems.append(f"dataset length: checkpoint {ckpt.get('data_len')}, this run {len(self.data)}")
+        if ckpt["step"] > self.config.steps:
+            problems.append(f"the checkpoint is at step {ckpt['step']}, beyond steps={self.config.steps}")
+        if problems:
+            raise ValueError(f"cannot resume from {self.checkpoint_path}:\n  - " + "\n  - ".join(problems)
+                             + "\nPass resume=False (overwrites it) or choose another out_dir.")
+
+    def _restore(self, ckpt: Mapping[str, Any]) -> None:
+        self._check_compatible(ckpt)
+        for name, model in self.models.items():
+            model.load_state_dict(ckpt["models"][name]["state"])
+        for name in self.optimizers:
+            self.optimizers[name].load_state_dict(ckpt["optimizers"][name])
+            self.schedulers[name].load_state_dict(ckpt["schedulers"][name])
+        for name, ema in self.ema.items():
+            ema.shadow = {k: v.to(self.device) for k, v in ckpt["ema"][name].items()}
+        self.step = int(ckpt["step"])
+        # Each rank continues its own RNG streams; with another world size, rank 0's are reused.
+        states = ckpt.get("rng_by_rank") or [ckpt["rng"]]
+        self._rng_to_restore = states[self.dist.rank] if self.dist.rank < len(states) else states[0]
+
+    # -- pieces of fit() ------------------------------------------------------------------------
+
+    def _autocast(self):
+        on = self.config.amp and self.device.type == "cuda"
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if on else nullcontext()
+
+    def _loader(self, epoch: int, skip: int) -> DataLoader:
+        """A DataLoader over this rank's remaining batches of `epoch`; its own generator leaves the global RNG alone."""
+        if hasattr(self.data, "set_epoch"):
+            self.data.set_epoch(epoch)
+        cfg = self.config
+        batches = rank_batches(len(self.data), cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=self.dist.rank,
+                               world_size=self.dist.world_size, skip=skip)
+        pin = cfg.pin_memory if cfg.pin_memory is not None else self.device.type == "cuda"
+        return DataLoader(self.data, batch_sampler=batches, num_workers=cfg.num_workers, pin_memory=pin,
+                          generator=torch.Generator().manual_seed(_derived_seed("workers", cfg.seed, epoch, self.dist.rank)),
+                          worker_init_fn=_seed_worker if cfg.num_workers else None)
+
+    def _train_step(self, ctx: TrainContext, batch: Any) -> dict[str, float]:
+        batch = self.prepare(_to_device(batch, self.device, non_blocking=self.device.type == "cuda"))
+        with self._autocast():
+            losses = self.step_fn(ctx, batch)
+        if not isinstance(losses, Mapping):
+            raise TypeError(f"step_fn must return a dict of losses to log, got {type(losses).__name__}")
+        values = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in losses.items()}
+        for key, value in values.items():
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"loss {key!r} is {value} at step {ctx.step}; the last checkpoint is unchanged")
+        with warnings.catch_warnings():  # an optimizer that skipped this step (GAN schedules) is fine
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+        return values
+
+    def _all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
+        """Sum (or max) `values` over the ranks; a no-op in a single process."""
+        if self.dist.world_size == 1 or not values:
+            return values
+        comm = self.device if self.device.type == "cuda" else torch.device("cpu")
+        total = torch.tensor(values, dtype=torch.float64, device=comm)
+        dist.all_reduce(total, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return total.tolist()
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            self.records.append(_jsonable(record))
+            _append_jsonl(self.metrics_path, record)
+
+    def _validate(self, ctx: TrainContext) -> None:
+        """Run val_fn on rank 0 with the plain models in eval mode, EMA weights swapped in."""
+        if self.val_fn is None:
+            return
+        if self.is_main:
+            training = {name: m.training for name, m in self.models.items()}
+            wrapped, ctx.models = ctx.models, self.models
+            try:
+                with ExitStack() as stack, torch.no_grad(), self._autocast():
+                    for name, ema in self.ema.items():
+                        stack.enter_context(ema.swapped_in(self.models[name]))
+                    for m in self.models.values():
+                        m.eval()
+                    metrics = {k: float(v) for k, v in self.val_fn(ctx).items()}
+            finally:
+                ctx.models = wrapped
+                for name, m in self.models.items():
+                    m.train(training[name])
+            self.last_val = metrics
+            self._record({"kind": "val", "step": self.step, "metrics": metrics})
+        if self.dist.world_size > 1:
+            dist.barrier()
+
+    def _checkpoint(self, rng_by_rank: list[dict[str, Any]]) -> dict[str, Any]:
+        """The checkpoint: plain (unwrapped) state dicts plus everything exact resume needs."""
+        return {"format": CHECKPOINT_FORMAT, "step": self.step,
+                "models": {n: {"config": self._model_config(n), "state": m.state_dict()} for n, m in self.models.items()},
+                "ema": {n: dict(e.shadow) for n, e in self.ema.items()},
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+                "train_config": self.config.to_dict(), "optimizer_specs": self.specs, "data_len": len(self.data),
+                "world_size": self.dist.world_size, "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank}
+
+    def _save(self) -> None:
+        """Rank 0 writes the checkpoint; every rank contributes its RNG state and waits for the write."""
+        rng_by_rank = [_rng_state(self.device)]
+        if self.dist.world_size > 1:
+            rng_by_rank = [None] * self.dist.world_size
+            dist.all_gather_object(rng_by_rank, _rng_state(self.device))
+        if self.is_main:
+            save_checkpoint(self._checkpoint(rng_by_rank), self.checkpoint_path)
+            plot_metrics(self.records, self.out_dir / "loss.png")
+        if self.dist.world_size > 1:
+            dist.barrier()
+
+    def _start_records(self) -> None:
+        """Keep metrics.jsonl lines up to the resume step (drop those of steps that will rerun); a fresh run starts empty."""
+        self.metrics_path, self.records = self.out_dir / "metrics.jsonl", []
+        if not self.is_main:
+            return
+        if self.step > 0 and self.metrics_path.exists():
+            for line in self.metrics_path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:      # a line cut short by a crash
+                    continue
+                if record.get("step", math.inf) <= self.step:
+                    self.records.append(record)
+        tmp = self.metrics_path.with_name("metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        os.replace(tmp, self.metrics_path)
+        _write_json_atomic(self.out_dir / "train_config.json",
+                           {"train": self.config.to_dict(), "optimizers": self.specs, "world_size": self.dist.world_size,
+                            "models": {n: self._model_config(n) for n in self.models}})
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train to config.steps; returns a summary (steps, seconds, images_per_s, losses, val, checkpoint).
+
+        Ctrl-C finishes the current step, saves a checkpoint there and re-raises KeyboardInterrupt
+        (so a notebook or papermill stops); a second Ctrl-C, or a KeyboardInterrupt raised inside a
+        step, saves the state as it is, which resumes exactly only if no update of that step ran.
+        A NaN/inf loss raises NonFiniteLossError and writes no checkpoint. Under torchrun a loss
+        that is non-finite on one rank only stops that rank; torchrun then ends the others.
+        """
+        cfg = self.config
+        wrapped = {n: DistributedDataParallel(m, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                   if self.dist.world_size > 1 and n in self.trained else m for n, m in self.models.items()}
+        ctx = TrainContext(self, wrapped)
+        self._start_records()
+        if self._rng_to_restore is not None:
+            _set_rng_state(self._rng_to_restore, self.device)
+            self._rng_to_restore = None
+        start_step, start_time = self.step, time.perf_counter()
+        sums: dict[str, float] = {}
+        count, stopping = 0, False
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.is_main, desc="train", unit="step")
+        try:
+            with _StopOnInterrupt() as interrupt:
+                while self.step < cfg.steps:
+                    epoch = self.step // self.steps_per_epoch
+                    for batch in self._loader(epoch, skip=self.step % self.steps_per_epoch):
+                        ctx.step, ctx.epoch = self.step, epoch
+                        for key, value in self._train_step(ctx, batch).items():
+                            sums[key] = sums.get(key, 0.0) + value
+                        self.step, count = self.step + 1, count + 1
+                        bar.update(1)
+                        done = self.step >= cfg.steps
+                        if self.step % cfg.log_every == 0 or done:
+                            self._log(sums, count, start_step, start_time, bar)
+                            sums, count = {}, 0
+                        if cfg.val_every and self.step % cfg.val_every == 0 and not done:
+                            self._validate(ctx)
+                        if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not done:
+                            self._save()
+                        if self._all_reduce([float(interrupt.requested)], "max")[0]:   # stop together
+                            stopping = True
+                            raise KeyboardInterrupt
+                        if done:
+                            break
+                self._validate(ctx)
+                self._save()
+        except KeyboardInterrupt:
+            # Under torchrun, save only when every rank stopped at this step together (else the collectives would hang).
+            if stopping or self.dist.world_size == 1:
+                self._save()
+                if self.is_main:
+                    bar.write(f"interrupted: checkpoint at step {self.step} in {self.checkpoint_path}")
+            raise
+        finally:
+            bar.close()
+            if self.dist.owns_group:
+                dist.destroy_process_group()
+        seconds = time.perf_counter() - start_time
+        return {"steps": self.step, "resumed_from": start_step, "seconds": seconds,
+                "images_per_s": (self.step - start_step) * cfg.batch_size / max(seconds, 1e-9),
+                "losses": self.last_losses, "val": self.last_val, "checkpoint": str(self.checkpoint_path),
+                "out_dir": str(self.out_dir), "world_size": self.dist.world_size}
+
+    def _log(self, sums: dict[str, float], count: int, start_step: int, start_time: float, bar: tqdm) -> None:
+        keys = sorted(sums)                    # the same order on every rank
+        totals = self._all_reduce([sums[k] / count for k in keys])
+        means = {k: v / self.dist.world_size for k, v in zip(keys, totals)}
+        seconds = time.perf_counter() - start_time
+        images_per_s = (self.step - start_step) * self.config.batch_size / max(seconds, 1e-9)
+        self.last_losses = means
+        lrs = {n: s.get_last_lr()[0] for n, s in self.schedulers.items()}   # the next step's learning rate
+        self._record({"kind": "train", "step": self.step, "seconds": round(seconds, 3),
+                      "images_per_s": round(images_per_s, 2), "loss": means, "lr": lrs})
+        shown = {k: f"{v:.4g}" for k, v in list(means.items())[:3]}
+        bar.set_postfix(**shown, img_s=f"{images_per_s:.1f}")

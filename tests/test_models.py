@@ -1,0 +1,157 @@
+"""The model registry, presets, loading a checkpoint, colorize() and the command line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import colorkit
+from colorkit import models, presets
+from colorkit.color import rgb_to_lab
+from colorkit.models import Colorizer, register
+from colorkit.runs import PRESETS
+from colorkit.train import Trainer, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@register("test-hint-echo")
+class HintEcho(Colorizer):
+    """A stand-in interactive model: predicts the hint's ab where hinted, gray elsewhere."""
+
+    takes_hints = True
+
+    def __init__(self, image_size: int = 16):
+        super().__init__()
+        self.image_size = image_size
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, L, *, hint_ab=None, hint_mask=None):
+        if hint_ab is None:
+            return torch.zeros(L.shape[0], 2, *L.shape[-2:], device=L.device)
+        return hint_ab * hint_mask * self.scale
+
+
+def tiny_training(tmp_path, model_config, steps=2, size=32, batch_size=2):
+    """Train a model through the engine on ToyWorld; returns (model, trainer summary)."""
+    from colorkit.data import ToyWorld
+
+    model = models.build(model_config)
+    step = models.training_step(model_config["name"])
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=1e-3, log_every=1, device="cpu")
+    summary = Trainer({"model": model}, step, ToyWorld(size, length=8), config, out_dir=tmp_path).fit()
+    return model, summary
+
+
+# --- registry and presets ----------------------------------------------------------------------
+
+def test_build_keeps_the_full_config_and_rebuilds_the_same_model():
+    model = models.build({"name": "baseline", "width": 8})
+    assert model.config == {"name": "baseline", "width": 8, "depth": 3, "image_size": 64}
+    again = models.build(model.config)
+    assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]
+
+
+def test_unknown_model_or_parameter_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="registered models: .*baseline"):
+        models.build({"name": "nope"})
+    with pytest.raises(ValueError, match="valid parameters: width, depth, image_size"):
+        models.build({"name": "baseline", "wdth": 8})
+
+
+def test_presets_cover_every_model_with_papers_settings_and_check_their_arguments():
+    for name in presets.PRESETS:
+        assert set(presets.PRESETS[name]) == set(PRESETS)
+    full = presets.preset("baseline", "full")
+    assert full["train"]["lr"] == 1e-3 and full["train"]["optimizer"] == "adam" and full["data"]["size"] == 256
+    assert presets.preset("baseline", "course", steps=7)["train"]["steps"] == 7
+    with pytest.raises(ValueError, match="smoke, course, full"):
+        presets.preset("baseline", "huge")
+    with pytest.raises(ValueError, match="valid ones: .*batch_size"):
+        presets.preset("baseline", "course", stepz=7)
+
+
+@pytest.mark.parametrize("name", [n for n in presets.PRESETS])
+def test_every_model_at_its_full_configuration_trains_two_steps_on_the_cpu(tmp_path, name):
+    """So a full-size run cannot die of a shape error hours in (smaller images, batch 2)."""
+    full = presets.preset(name, "full")
+    model, summary = tiny_training(tmp_path, full["model"], steps=2, size=64, batch_size=2)
+    assert summary["steps"] == 2
+    assert np.isfinite(summary["losses"]["loss"])
+
+
+# --- load and colorize ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline")
+    model, summary = tiny_training(out, {"name": "baseline", "width": 8, "depth": 2, "image_size": 32}, steps=3)
+    return model, Path(summary["checkpoint"])
+
+
+def test_load_rebuilds_model_and_weights_from_a_checkpoint(trained):
+    model, checkpoint = trained
+    loaded = colorkit.load(checkpoint)
+    L = torch.rand(2, 1, 32, 32) * 100
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(L), model(L))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        colorkit.load(checkpoint.parent / "missing.pt")
+
+
+@pytest.mark.parametrize("shape, dtype", [((37, 53), np.uint8), ((40, 30, 3), np.uint8), ((41, 29, 3), np.float32),
+                                          ((20, 70, 4), np.uint8), ((25, 25, 1), np.float64)])
+def test_colorize_any_input_keeps_its_size_and_lightness(trained, shape, dtype):
+    model, _ = trained
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, shape).astype(np.uint8) if dtype == np.uint8 else rng.random(shape).astype(dtype)
+    out = colorkit.colorize(model, image)
+    assert out.shape == (*shape[:2], 3) and out.dtype == np.uint8
+    pixels = image.astype(np.float32) / (255 if dtype == np.uint8 else 1)
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    rgb_in = torch.from_numpy(np.ascontiguousarray(pixels[..., :3])).permute(2, 0, 1).expand(3, *shape[:2])
+    L_in = rgb_to_lab(rgb_in.float())[0]
+    L_out = rgb_to_lab(torch.from_numpy(out).permute(2, 0, 1).float() / 255)[0]
+    # full-resolution lightness survives; only 8-bit rounding and gamut clipping move it
+    assert (L_out - L_in).abs().mean() < 1.5
+
+
+def test_colorize_rejects_bad_input_and_hints(trained):
+    model, _ = trained
+    with pytest.raises(ValueError, match="takes no hints"):
+        colorkit.colorize(model, np.zeros((8, 8), np.uint8), hints=[(1, 1, (255, 0, 0))])
+    with pytest.raises(ValueError, match="shape"):
+        colorkit.colorize(model, np.zeros((8, 8, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        colorkit.colorize(model, np.full((8, 8), 3.0))
+
+
+def test_hints_land_where_the_user_put_them():
+    model = models.build({"name": "test-hint-echo", "image_size": 16})
+    image = np.full((64, 96), 128, np.uint8)
+    out = colorkit.colorize(model, image, hints=[(40, 10, (230, 40, 40))])
+    assert out[42, 13, 0] > out[42, 13, 1] + 40                     # red near the hint
+    assert abs(int(out[5, 80, 0]) - int(out[5, 80, 1])) <= 2          # gray far from it
+    with pytest.raises(ValueError, match="outside the 64 x 96 image"):
+        colorkit.colorize(model, image, hints=[(64, 0, (0, 0, 0))])
+
+
+def test_cli_colorizes_a_file_from_a_fresh_shell(trained, tmp_path):
+    _, checkpoint = trained
+    source, target = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (45, 61), dtype=np.uint8)).save(source)
+    result = subprocess.run([sys.executable, "-m", "colorkit", "colorize", str(checkpoint), str(source), str(target)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(target).size == (61, 45) and Image.open(target).mode == "RGB"
+    refused = subprocess.run([sys.executable, "-m", "colorkit", "colorize", str(checkpoint), str(source), str(target),
+                              "--hint", "3,4,#ff0000"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "takes no hints" in refused.stderr
+    bad = subprocess.run([sys.executable, "-m", "colorkit", "colorize", str(checkpoint), str(source), str(target),
+                          "--hint", "3,4,red"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "Y,X,#RRGGBB" in bad.stderr
