@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from colorkit.runs import PRESETS, project_root
+from colorkit.runs import PRESETS, _write_json_atomic, project_root
 
 NOTEBOOKS_DIR = "notebooks"
 
@@ -104,14 +105,30 @@ def run(preset: str | None = None, out: str = "runs", only: list[str] | None = N
         rows.append({"notebook": nb.name, "status": status, "seconds": round(seconds, 1),
                      "out_dir": str(out_dir), "metrics": metrics})
         print(f"[course] {nb.name}: {status} in {seconds:.1f} s", flush=True)
-    (out_root / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out_root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out_root / "results.md").write_text(results_table(results, rows))
+    # Notebooks not run this time (--only) keep their earlier rows.
+    ran = {row["notebook"] for row in rows}
+    rows = [r for r in _read_json_list(out_root / "summary.json") if r.get("notebook") not in ran] + rows
+    results = [r for r in _read_json_list(out_root / "results.json") if r.get("notebook") not in ran] + results
+    rows.sort(key=lambda r: r["notebook"])
+    results.sort(key=lambda r: r["notebook"])
+    _write_json_atomic(out_root / "summary.json", rows)
+    _write_json_atomic(out_root / "results.json", results)
+    table = out_root / "results.md.tmp"
+    table.write_text(results_table(results, rows))
+    os.replace(table, out_root / "results.md")
     print(f"\n{'notebook':<36} {'status':<8} {'seconds':>8}")
-    for row in rows:
+    for row in (r for r in rows if r["notebook"] in ran):
         print(f"{row['notebook']:<36} {row['status'][:8]:<8} {row['seconds']:>8.1f}")
     print(f"results: {out_root / 'results.md'}")
     return rows
+
+
+def _read_json_list(path: Path) -> list[dict]:
+    try:
+        value = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    return value if isinstance(value, list) else []
 
 
 def _cell(value) -> str:

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import zlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -906,10 +907,12 @@ def open_dataset(data: str | os.PathLike, *, split: str = "train", size: int | S
     """The dataset a notebook's DATA parameter names: "toyworld", "photos" or a folder of images.
 
     `split` is "train" or "val". ToyWorld's validation scenes use another seed stream (seed + 10**6)
-    so they never repeat a training scene; photos split by source photo; a folder is used as given
-    for either split (point DATA at its train or val subfolder), with random crops for train and
-    centre crops for val. A folder written by `prepare_cache` is read as `CachedImages`, the same
-    way. `length` caps the number of items.
+    so they never repeat a training scene; photos split by source photo. A folder with `train/` and
+    `val/` subfolders uses the one the split names; any other folder is split by file: a file is in
+    validation when a hash of its path inside the folder falls in 1 of VAL_FRACTION_DENOMINATOR
+    buckets, the same on every machine and for every notebook (`folder_split`). Random crops for
+    train, centre crops for val. A folder written by `prepare_cache` is read as `CachedImages`, the
+    same way. `length` caps the number of items.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -926,13 +929,44 @@ def open_dataset(data: str | os.PathLike, *, split: str = "train", size: int | S
     if not Path(name).expanduser().exists() and os.sep not in name and "/" not in name:
         raise ValueError(f"DATA={name!r} is neither one of {DATA_NAMES} nor an existing folder")
     crop = "random" if split == "train" else "center"
+    root = Path(name).expanduser()
+    whole = (root / "train").is_dir() and (root / "val").is_dir()
+    if whole:                            # the split's own subfolder, all of it
+        name, root = str(root / split), root / split
     if _cache_state(name) is not None:  # a folder written by prepare_cache (an unfinished one raises)
         folder = CachedImages(name, size, crop=crop, seed=seed)
+        source_root = folder.source_root
     else:
         folder = ImageFolder(name, size=size, crop=crop, seed=seed)
-    if length is not None and length < len(folder):
-        return torch.utils.data.Subset(folder, range(length))
-    return folder
+        source_root = root
+    indices = list(range(len(folder.files))) if whole else folder_split(folder.files, source_root, split)
+    if not indices:
+        raise ValueError(f"the {split} split of {name} is empty ({len(folder.files)} usable images); "
+                         f"give the folder train/ and val/ subfolders")
+    return torch.utils.data.Subset(folder, indices[:length] if length is not None else indices)
+
+
+VAL_FRACTION_DENOMINATOR = 20   # 1 file in 20 (5 %) of a plain folder is validation
+
+
+def folder_split(files: Sequence[str], root: str | os.PathLike, split: str) -> list[int]:
+    """Indices of `files` in `split`: validation when crc32 of the path relative to `root` % 20 == 0.
+
+    The split depends only on each file's path inside the folder, so it is the same on every
+    machine and in every notebook. A folder so small that no file hashes into validation gives its
+    single lowest-hash file to validation.
+    """
+    def key(path: str) -> int:
+        try:
+            relative = os.path.relpath(path, root)
+        except ValueError:            # another drive (Windows)
+            relative = path
+        return zlib.crc32(relative.replace(os.sep, "/").encode())
+    keys = [key(path) for path in files]
+    val = {i for i, k in enumerate(keys) if k % VAL_FRACTION_DENOMINATOR == 0}
+    if not val and len(files) > 1:
+        val = {min(range(len(files)), key=keys.__getitem__)}
+    return sorted(val) if split == "val" else [i for i in range(len(files)) if i not in val]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1230,6 +1264,7 @@ class CachedImages(Dataset):
         self.crop, self.seed, self.epoch = crop, int(seed), 0
         self.flip = crop == "random" if flip is None else bool(flip)
         self.files: list[str] = index["paths"]
+        self.source_root = Path(index["root"])                       # the folder the images came from
         self._cover: list[list[int]] = index["cover"]
         self.report = FolderReport(**index["report"])
         self._shards = [(self.cache_dir / s["file"], int(s["count"])) for s in index["shards"]]

@@ -44,6 +44,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 32,
     """
     device = resolve_device("auto") if device is None else torch.device(device)
     was_training = model.training
+    home = next(model.parameters()).device
     model.eval().to(device)
     sums: dict[str, float] = {}
     count = 0
@@ -60,7 +61,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 32,
                            ("true_colorfulness", metrics.colorfulness(rgb))):
             sums[key] = sums.get(key, 0.0) + value * n
         count += n
-    model.train(was_training)
+    model.train(was_training).to(home)
     if count == 0:
         raise ValueError("evaluate() got an empty validation set")
     return {**{k: v / count for k, v in sums.items()}, "images": count}

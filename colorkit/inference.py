@@ -100,14 +100,16 @@ def colorize(model: Colorizer, image, hints: Sequence[Hint] | None = None, *, hi
             if len(color) != 3 or not all(0 <= v <= 255 for v in color):
                 raise ValueError(f"hint color must be (r, g, b) with values in 0..255, got {color}")
             ab = rgb_to_lab(torch.tensor(color, dtype=torch.float32, device=device).view(3, 1, 1) / 255)[1:, 0, 0]
-            ys = min(int(y * size / h), size - hint_patch)
-            xs = min(int(x * size / w), size - hint_patch)
+            # the patch centred on the hint's position at the model's resolution
+            ys = min(max(round((y + 0.5) * size / h - hint_patch / 2), 0), size - hint_patch)
+            xs = min(max(round((x + 0.5) * size / w - hint_patch / 2), 0), size - hint_patch)
             hint_ab[0, :, ys:ys + hint_patch, xs:xs + hint_patch] = ab.view(2, 1, 1)
             hint_mask[0, :, ys:ys + hint_patch, xs:xs + hint_patch] = 1
         hint_kwargs = {"hint_ab": hint_ab, "hint_mask": hint_mask}
 
-    model.eval()
-    ab_small = model(L_small, **hint_kwargs).float()                          # (1, 2, size, size)
+    was_training = model.training
+    ab_small = model.eval()(L_small, **hint_kwargs).float()                   # (1, 2, size, size)
+    model.train(was_training)
     ab = F.interpolate(ab_small, size=(h, w), mode="bilinear", align_corners=False)[0]   # (2, H, W)
     out = lab_to_rgb(torch.cat([L, ab], dim=0))                               # (3, H, W)
     return (out.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)

@@ -3,7 +3,7 @@
     cfg = preset("baseline", "course", steps=200)    # {"model": {...}, "train": {...}, "data": {...}}
 
 `model` is a config for `colorkit.models.build`, `train` the fields of `colorkit.train.TrainConfig`,
-`data` the image size and how many validation images. `full` holds the paper's own settings with
+`data` the image size and how many training (None: all) and validation images. `full` holds the paper's own settings with
 the section they come from; where a paper is silent, the comment says the value is ours.
 """
 
@@ -19,13 +19,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": {
             "model": {"name": "baseline", "width": 8, "depth": 2, "image_size": 32},
             "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "optimizer": "adam", "log_every": 1},
-            "data": {"size": 32, "val_images": 8},
+            "data": {"size": 32, "train_images": 64, "val_images": 8},
         },
         "course": {
             "model": {"name": "baseline", "width": 16, "depth": 3, "image_size": 64},
-            "train": {"steps": 400, "batch_size": 32, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 20,
+            "train": {"steps": 300, "batch_size": 24, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 20,
                       "schedule": "cosine", "log_every": 20},
-            "data": {"size": 64, "val_images": 96},
+            "data": {"size": 64, "train_images": 4096, "val_images": 96},
         },
         # Lakhani sec. 3.4 and 4: 256 x 256 L input, Adam with lr 1e-3, MSE on ab. Batch size and
         # the number of steps are not given in the paper: 32 and 100k steps (about 25 ImageNet
@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "train": {"steps": 100_000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 1000,
                       "schedule": "cosine", "ema_decay": 0.999, "val_every": 5000, "ckpt_every": 2000,
                       "log_every": 100, "num_workers": 8},
-            "data": {"size": 256, "val_images": 1000},
+            "data": {"size": 256, "train_images": None, "val_images": 1000},   # None: the whole training split
         },
     },
 }

@@ -50,7 +50,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Subset, DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from colorkit.data import _seed_worker, lab_batch
@@ -416,6 +416,7 @@ class TrainContext:
         self.rank, self.world_size = trainer.dist.rank, trainer.dist.world_size
         self.step, self.epoch = trainer.step, 0
         self._specs = trainer.specs
+        self.updated_in_step = False           # whether an optimizer stepped since this step began
 
     def update(self, optimizer: str, loss: Tensor, *, name: str | None = None) -> Tensor:
         """One step of `optimizer` on the scalar `loss`; returns the gradient norm before clipping.
@@ -440,7 +441,12 @@ class TrainContext:
         params = [p for group in opt.param_groups for p in group["params"]]
         max_norm = self.config.grad_clip or math.inf          # inf: measure only
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if not torch.isfinite(norm):           # a finite loss can still have an inf/NaN gradient
+            opt.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"the gradient of loss {name or optimizer!r} is {float(norm)} at step {self.step}; "
+                                     "stopped before this update, the last checkpoint is unchanged")
         opt.step()
+        self.updated_in_step = True
         for model in self._specs[optimizer]["models"]:
             if model in self.ema:
                 self.ema[model].update(self.unwrapped[model])
@@ -494,6 +500,10 @@ class Trainer:
         seed_everything(config.seed + self.dist.rank)
 
         self.models = {name: m.to(self.device).train() for name, m in models.items()}
+        if self.dist.world_size > 1 and self.device.type == "cuda":
+            # batch norm statistics over the global batch, as in one process (SyncBatchNorm needs CUDA;
+            # under gloo on a CPU each rank normalises its own shard)
+            self.models = {name: nn.SyncBatchNorm.convert_sync_batchnorm(m) for name, m in self.models.items()}
         if self.dist.world_size > 1:            # every rank starts from rank 0's weights (and EMA)
             for tensor in (t for m in self.models.values() for t in m.state_dict().values()):
                 dist.broadcast(tensor, src=0)
@@ -509,11 +519,12 @@ class Trainer:
         self.trained = [m for spec in self.specs.values() for m in spec["models"]]
         self.ema = {m: EMA(self.models[m], config.ema_decay) for m in self.trained} if config.ema_decay is not None else {}
 
-        self.step, self.last_val, self.last_losses = 0, {}, {}
+        self.step, self.last_val, self.last_losses, self.train_seconds = 0, {}, {}, 0.0
         self._rng_to_restore = None
         if resume and self.checkpoint_path.exists():
             self._restore(load_checkpoint(self.checkpoint_path))
         self.resumed_from = self.step
+        self._start_time = time.perf_counter()
 
     # -- resume ------------------------------------------------------------------------------
 
@@ -555,9 +566,17 @@ class Trainer:
         for name in self.optimizers:
             self.optimizers[name].load_state_dict(ckpt["optimizers"][name])
             self.schedulers[name].load_state_dict(ckpt["schedulers"][name])
+            # the schedule may be re-planned (more steps): the next step's lr follows this run's config
+            scheduler, multiplier = self.schedulers[name], lr_multiplier(int(ckpt["step"]), self.config)
+            for group, base in zip(self.optimizers[name].param_groups, scheduler.base_lrs):
+                group["lr"] = base * multiplier
+            scheduler._last_lr = [group["lr"] for group in self.optimizers[name].param_groups]
         for name, ema in self.ema.items():
             ema.shadow = {k: v.to(self.device) for k, v in ckpt["ema"][name].items()}
         self.step = int(ckpt["step"])
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        self.last_val = next((r["metrics"] for r in reversed(self._read_records())
+                              if r.get("kind") == "val" and r.get("step", math.inf) <= self.step), {})
         # Each rank continues its own RNG streams; with another world size, rank 0's are reused.
         states = ckpt.get("rng_by_rank") or [ckpt["rng"]]
         self._rng_to_restore = states[self.dist.rank] if self.dist.rank < len(states) else states[0]
@@ -570,8 +589,9 @@ class Trainer:
 
     def _loader(self, epoch: int, skip: int) -> DataLoader:
         """A DataLoader over this rank's remaining batches of `epoch`; its own generator leaves the global RNG alone."""
-        if hasattr(self.data, "set_epoch"):
-            self.data.set_epoch(epoch)
+        base = self.data.dataset if isinstance(self.data, Subset) else self.data   # fresh crops through a Subset too
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(epoch)
         cfg = self.config
         batches = rank_batches(len(self.data), cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=self.dist.rank,
                                world_size=self.dist.world_size, skip=skip)
@@ -641,7 +661,8 @@ class Trainer:
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
                 "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
                 "train_config": self.config.to_dict(), "optimizer_specs": self.specs, "data_len": len(self.data),
-                "world_size": self.dist.world_size, "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank}
+                "world_size": self.dist.world_size, "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank,
+                "train_seconds": self.train_seconds + time.perf_counter() - self._start_time}
 
     def _save(self) -> None:
         """Rank 0 writes the checkpoint; every rank contributes its RNG state and waits for the write."""
@@ -655,19 +676,23 @@ class Trainer:
         if self.dist.world_size > 1:
             dist.barrier()
 
+    def _read_records(self) -> list[dict[str, Any]]:
+        path = self.out_dir / "metrics.jsonl"
+        records = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:      # a line cut short by a crash
+                continue
+        return records
+
     def _start_records(self) -> None:
         """Keep metrics.jsonl lines up to the resume step (drop those of steps that will rerun); a fresh run starts empty."""
         self.metrics_path, self.records = self.out_dir / "metrics.jsonl", []
         if not self.is_main:
             return
-        if self.step > 0 and self.metrics_path.exists():
-            for line in self.metrics_path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:      # a line cut short by a crash
-                    continue
-                if record.get("step", math.inf) <= self.step:
-                    self.records.append(record)
+        if self.step > 0:
+            self.records = [r for r in self._read_records() if r.get("step", math.inf) <= self.step]
         tmp = self.metrics_path.with_name("metrics.jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
         os.replace(tmp, self.metrics_path)
@@ -682,7 +707,9 @@ class Trainer:
 
         Ctrl-C finishes the current step, saves a checkpoint there and re-raises KeyboardInterrupt
         (so a notebook or papermill stops); a second Ctrl-C, or a KeyboardInterrupt raised inside a
-        step, saves the state as it is, which resumes exactly only if no update of that step ran.
+        step, saves the state as it is only if no update of that step ran (else the last checkpoint
+        is kept). A finished run that is resumed returns at once, without validating or saving again;
+        `train_seconds` in the summary counts the training time of every session of the run.
         A NaN/inf loss raises NonFiniteLossError and writes no checkpoint. Under torchrun a loss
         that is non-finite on one rank only stops that rank; torchrun then ends the others.
         """
@@ -695,6 +722,7 @@ class Trainer:
             _set_rng_state(self._rng_to_restore, self.device)
             self._rng_to_restore = None
         start_step, start_time = self.step, time.perf_counter()
+        self._start_time = start_time
         sums: dict[str, float] = {}
         count, stopping = 0, False
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.is_main, desc="train", unit="step")
@@ -703,7 +731,7 @@ class Trainer:
                 while self.step < cfg.steps:
                     epoch = self.step // self.steps_per_epoch
                     for batch in self._loader(epoch, skip=self.step % self.steps_per_epoch):
-                        ctx.step, ctx.epoch = self.step, epoch
+                        ctx.step, ctx.epoch, ctx.updated_in_step = self.step, epoch, False
                         for key, value in self._train_step(ctx, batch).items():
                             sums[key] = sums.get(key, 0.0) + value
                         self.step, count = self.step + 1, count + 1
@@ -721,21 +749,26 @@ class Trainer:
                             raise KeyboardInterrupt
                         if done:
                             break
-                self._validate(ctx)
-                self._save()
+                if self.step > start_step:        # a finished run resumed: nothing new to validate or save
+                    self._validate(ctx)
+                    self._save()
         except KeyboardInterrupt:
             # Under torchrun, save only when every rank stopped at this step together (else the collectives would hang).
-            if stopping or self.dist.world_size == 1:
+            if stopping or (self.dist.world_size == 1 and not ctx.updated_in_step):
                 self._save()
                 if self.is_main:
                     bar.write(f"interrupted: checkpoint at step {self.step} in {self.checkpoint_path}")
+            elif self.is_main:
+                # some update of the interrupted step already ran: saving would mix two steps
+                bar.write(f"interrupted inside step {self.step}: kept the last checkpoint {self.checkpoint_path}")
             raise
         finally:
             bar.close()
             if self.dist.owns_group:
                 dist.destroy_process_group()
         seconds = time.perf_counter() - start_time
-        return {"steps": self.step, "resumed_from": start_step, "seconds": seconds,
+        train_seconds = self.train_seconds + (seconds if self.step > start_step else 0.0)
+        return {"steps": self.step, "resumed_from": start_step, "seconds": seconds, "train_seconds": train_seconds,
                 "images_per_s": (self.step - start_step) * cfg.batch_size / max(seconds, 1e-9),
                 "losses": self.last_losses, "val": self.last_val, "checkpoint": str(self.checkpoint_path),
                 "out_dir": str(self.out_dir), "world_size": self.dist.world_size}

@@ -445,3 +445,26 @@ def test_open_dataset_maps_the_data_parameter(tmp_path):
         open_dataset("imagenet")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         open_dataset(str(tmp_path / "nowhere"))
+
+
+def test_a_plain_folder_splits_by_file_and_train_val_subfolders_are_used(tmp_path):
+    from colorkit.data import VAL_FRACTION_DENOMINATOR, folder_split, open_dataset
+
+    rng = np.random.default_rng(0)
+    for k in range(60):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"img{k:02d}.png")
+    train, val = open_dataset(tmp_path, split="train", size=32), open_dataset(tmp_path, split="val", size=32)
+    train_files = {train.dataset.files[i] for i in train.indices}
+    val_files = {val.dataset.files[i] for i in val.indices}
+    assert val_files and not train_files & val_files and len(train_files | val_files) == 60
+    assert len(val_files) < 60 / VAL_FRACTION_DENOMINATOR * 3        # about 1 in 20
+    # the split depends on the path inside the folder only: the same after moving the folder
+    moved = tmp_path.parent / "moved"
+    tmp_path.rename(moved)
+    again = folder_split([f.replace(str(tmp_path), str(moved)) for f in sorted(train_files | val_files)], moved, "val")
+    assert len(again) == len(val_files)
+    for split in ("train", "val"):
+        (moved / split).mkdir()
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(moved / split / "only.png")
+    sub = open_dataset(moved, split="val", size=32)
+    assert [sub.dataset.files[i] for i in sub.indices] == [str(moved / "val" / "only.png")]

@@ -236,13 +236,15 @@ def test_clear_errors(folder, cache, tmp_path):
         CachedImages(damaged)
 
 
-def test_open_dataset_reads_a_cache(cache):
+def test_open_dataset_reads_a_cache_and_splits_it_by_file(cache):
     train = open_dataset(str(cache), split="train", size=32, seed=4)
     val = open_dataset(str(cache), split="val", size=32)
-    assert isinstance(train, CachedImages) and train.crop == "random" and train.seed == 4
-    assert isinstance(val, CachedImages) and val.crop == "center"
-    assert torch.equal(val[2]["rgb"], CachedImages(cache, crop="center")[2]["rgb"])
-    small = open_dataset(str(cache), split="val", size=16, length=5)
+    assert isinstance(train.dataset, CachedImages) and train.dataset.crop == "random" and train.dataset.seed == 4
+    assert isinstance(val.dataset, CachedImages) and val.dataset.crop == "center"
+    assert not set(train.indices) & set(val.indices)
+    assert sorted(train.indices + val.indices) == list(range(len(train.dataset)))
+    assert torch.equal(val[0]["rgb"], CachedImages(cache, crop="center")[val.indices[0]]["rgb"])
+    small = open_dataset(str(cache), split="train", size=16, length=5)
     assert len(small) == 5 and small[0]["rgb"].shape == (3, 16, 16)
 
 

@@ -36,13 +36,13 @@ class HintEcho(Colorizer):
         return hint_ab * hint_mask * self.scale
 
 
-def tiny_training(tmp_path, model_config, steps=2, size=32, batch_size=2):
+def tiny_training(tmp_path, model_config, steps=2, size=32, batch_size=2, **train):
     """Train a model through the engine on ToyWorld; returns (model, trainer summary)."""
     from colorkit.data import ToyWorld
 
     model = models.build(model_config)
     step = models.training_step(model_config["name"])
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=1e-3, log_every=1, device="cpu")
+    config = TrainConfig(**{"lr": 1e-3, "log_every": 1, **train, "steps": steps, "batch_size": batch_size, "device": "cpu"})
     summary = Trainer({"model": model}, step, ToyWorld(size, length=8), config, out_dir=tmp_path).fit()
     return model, summary
 
@@ -75,13 +75,22 @@ def test_presets_cover_every_model_with_papers_settings_and_check_their_argument
         presets.preset("baseline", "course", stepz=7)
 
 
+def test_every_registered_model_has_presets():
+    course_models = [name for name in models.registered() if not name.startswith("test-")]
+    assert sorted(presets.PRESETS) == course_models
+
+
 @pytest.mark.parametrize("name", [n for n in presets.PRESETS])
 def test_every_model_at_its_full_configuration_trains_two_steps_on_the_cpu(tmp_path, name):
-    """So a full-size run cannot die of a shape error hours in (smaller images, batch 2)."""
+    """So a full-size run cannot die of a shape error hours in: the full model and training settings
+    (optimizer, warmup, EMA, validation cadence), with 2 steps, batch 2, 64 px images and no workers."""
     full = presets.preset(name, "full")
-    model, summary = tiny_training(tmp_path, full["model"], steps=2, size=64, batch_size=2)
+    train = {**full["train"], "num_workers": 0}
+    model, summary = tiny_training(tmp_path, full["model"], steps=2, size=64, batch_size=2,
+                                   **{k: v for k, v in train.items() if k not in ("steps", "batch_size", "device")})
     assert summary["steps"] == 2
     assert np.isfinite(summary["losses"]["loss"])
+    assert colorkit.load(summary["checkpoint"]).config == full["model"] | models.build(full["model"]).config
 
 
 # --- load and colorize ---------------------------------------------------------------------------

@@ -112,8 +112,32 @@ def test_course_run_writes_a_results_table_of_trained_models(smoke_course_run):
         assert {"notebook", "model", "preset", "parameters", "train_seconds", "checkpoint", "val"} <= row.keys()
         assert Path(row["checkpoint"]).is_file() and str(out) in row["checkpoint"]
         assert row["preset"] == "smoke" and row["parameters"] > 0
+        assert all(isinstance(row["val"][key], float) for key in ("psnr", "ssim", "colorfulness", "gray_psnr"))
     table = (out / "results.md").read_text()
-    assert all(row["model"] in table for row in results) and "| psnr |" in table.replace("psnr | ssim", "psnr |")
+    for row in results:
+        line = next(line for line in table.splitlines() if line.startswith(f"| {row['notebook']} | {row['model']} |"))
+        assert f"{row['val']['psnr']:.2f}" in line and row["checkpoint"] in line
+
+
+def test_cli_colorizes_with_a_checkpoint_the_course_run_left(smoke_course_run, tmp_path):
+    out, _ = smoke_course_run
+    checkpoint = json.loads((out / "results.json").read_text())[0]["checkpoint"]
+    source, target = tmp_path / "gray.png", tmp_path / "colorized.png"
+    from PIL import Image
+    import numpy as np
+    Image.fromarray(np.linspace(0, 255, 50 * 70).reshape(50, 70).astype(np.uint8)).save(source)
+    result = subprocess.run([sys.executable, "-m", "colorkit", "colorize", checkpoint, str(source), str(target)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(target).size == (70, 50)
+
+
+def test_course_run_with_only_keeps_the_other_notebooks_results(smoke_course_run):
+    out, _ = smoke_course_run
+    before = json.loads((out / "results.json").read_text())
+    course.run(preset="smoke", out=str(out), only=["01"])
+    assert json.loads((out / "results.json").read_text()) == before     # notebook 01 trains nothing
+    assert len(json.loads((out / "summary.json").read_text())) == len(course.notebooks())
 
 
 def test_course_runner_rejects_an_unknown_preset():

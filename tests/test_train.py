@@ -333,8 +333,46 @@ def test_resume_rejects_a_changed_config_and_allows_more_steps(tmp_path):
                 out_dir=tmp_path)
     longer = noisy_trainer(tmp_path, steps=6, log_every=3)            # steps and logging may change
     assert longer.step == 4
+    # the re-planned schedule holds from the first resumed step: lr at step 4 of 6, not of 4
+    lr = longer.optimizers["model"].param_groups[0]["lr"]
+    assert lr == pytest.approx(longer.config.lr * lr_multiplier(4, longer.config))
+    assert lr > 0.05 * 0.1 * 1.01                                       # the old schedule had ended at min lr
     assert longer.fit()["steps"] == 6
     assert noisy_trainer(tmp_path, steps=4, batch_size=4, resume=False).step == 0
+
+
+def test_nonfinite_gradient_of_a_finite_loss_stops_before_the_update(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    saved = []
+
+    def step(ctx, batch):
+        if ctx.step == 5:
+            saved.append(path.read_bytes())
+            # sqrt at 0: the loss is a finite 0, its gradient is inf * 0 = NaN
+            loss = torch.sqrt((ctx.models["model"](batch["x"]) * 0).pow(2).sum())
+            ctx.update("model", loss, name="mse")
+        return noisy_step(ctx, batch)
+
+    trainer = noisy_trainer(tmp_path, step)
+    with pytest.raises(NonFiniteLossError, match=r"gradient of loss 'mse' is (nan|inf) at step 5"):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in trainer.models["model"].parameters())
+    assert path.read_bytes() == saved[0]
+
+
+def test_resuming_a_finished_run_returns_at_once_with_its_training_time(tmp_path):
+    calls = []
+    trainer = Trainer({"model": NoisyMLP()}, noisy_step, Points(), config(steps=4), out_dir=tmp_path,
+                      val_fn=lambda ctx: calls.append(ctx.step) or {"score": 1.0})
+    first = trainer.fit()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    again = Trainer({"model": NoisyMLP()}, noisy_step, Points(), config(steps=4), out_dir=tmp_path,
+                    val_fn=lambda ctx: calls.append(ctx.step) or {"score": 1.0}).fit()
+    assert len(calls) == 1                                               # validated once, by the first run
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines() == lines
+    assert again["resumed_from"] == again["steps"] == 4
+    assert again["train_seconds"] == pytest.approx(load_checkpoint(tmp_path / "checkpoint.pt")["train_seconds"])
+    assert again["train_seconds"] > 0 and again["val"] == {"score": 1.0} == first["val"]
 
 
 def test_load_checkpoint_errors_name_the_path(tmp_path):
