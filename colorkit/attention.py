@@ -14,6 +14,9 @@ window attention of Swin (Liu et al. 2021) that later models build on:
 - `scaled_dot_product_attention`: eq. 3, the plain math, optionally returning the weights.
 - `MultiHeadAttention`: eq. 4 over tokens (..., n, dim).
 - `AxialAttention` (`RowAttention`, `ColumnAttention`): eq. 4 along one image axis, optionally causal.
+- `RelativePositionBias`: a learned score b[j - i] per head added to q . k / sqrt(d) along one axis.
+- `AxialBlock`: Sun et al.'s eq. 5 Transformer layer (LN, MSA along a row or column, residual;
+  LN, MLP, residual), unmasked or masked, optionally conditioned on a context (ColTran's decoder).
 - `WindowAttention`: eq. 4 inside non-overlapping M x M windows (`window_partition`, `window_reverse`).
 - `attention_flops`, `attention_matrix_elements`: what each kind costs, analytically.
 
@@ -42,6 +45,8 @@ __all__ = [
     "AxialAttention",
     "RowAttention",
     "ColumnAttention",
+    "RelativePositionBias",
+    "AxialBlock",
     "window_partition",
     "window_reverse",
     "WindowAttention",
@@ -77,13 +82,31 @@ def causal_mask(n: int, m: int | None = None, *, device: torch.device | str | No
     return torch.ones(n, m, dtype=torch.bool, device=device).tril()
 
 
+def _check_bias(bias: Tensor, scores_shape: tuple[int, ...], where: str) -> None:
+    if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:
+        got = bias.dtype if isinstance(bias, Tensor) else type(bias).__name__
+        raise TypeError(f"{where}: bias must be a float tensor added to the scores, got {got}")
+    try:
+        fits = torch.broadcast_shapes(bias.shape, scores_shape) == torch.Size(scores_shape)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{where}: bias of shape {tuple(bias.shape)} does not broadcast to the attention "
+            f"scores (..., n queries, m keys) = {tuple(scores_shape)}"
+        )
+
+
 def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, return_weights: bool = False
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, bias: Tensor | None = None,
+    return_weights: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """softmax(Q K^T / sqrt(d)) V (Sun et al. eq. 3), written out.
+    """softmax(Q K^T / sqrt(d) + B) V (Sun et al. eq. 3, with an optional bias B), written out.
 
     q (..., n, d), k (..., m, d), v (..., m, dv) -> (..., n, dv); leading dims broadcast.
     `mask`: boolean, broadcastable to (..., n, m), True where query i may attend to key j.
+    `bias`: float, broadcastable to (..., n, m), added to the scores before the softmax (e.g. a
+    relative position bias, `RelativePositionBias`); None is eq. 3 exactly.
     A query row whose keys are all masked gets zero weights and so a zero output (torch's
     fused kernels give the same zeros), never NaN.
     With `return_weights=True` returns (output, weights), weights (..., n, m) with rows summing
@@ -98,6 +121,9 @@ def scaled_dot_product_attention(
     d = q.shape[-1]
     # q . k / sqrt(d) for every query-key pair                               (eq. 2)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (..., n, m)
+    if bias is not None:
+        _check_bias(bias, tuple(scores.shape), "scaled_dot_product_attention")
+        scores = scores + bias  # q . k / sqrt(d) + b, e.g. b = b[j - i] per head
     has_key = None
     if mask is not None:
         _check_mask(mask, tuple(scores.shape), "scaled_dot_product_attention")
@@ -153,23 +179,41 @@ class MultiHeadAttention(nn.Module):
         return h.transpose(-3, -2).flatten(-2)
 
     def forward(
-        self, x: Tensor, *, mask: Tensor | None = None, fast: bool = True, return_weights: bool = False
+        self, x: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None, fast: bool = True,
+        return_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x (..., n, dim) -> (..., n, dim); with `return_weights`, also weights (..., heads, n, n).
 
         `mask`: boolean, broadcastable to (..., heads, n, n), True = may attend: an (n, n) mask
         applies to every sequence; a padding mask over keys (B, n) goes in as (B, 1, 1, n).
+        `bias`: float, broadcastable to (..., heads, n, n), added to the scores (a relative
+        position bias is (heads, n, n)).
         `fast` uses torch's fused kernel; `return_weights` always takes the plain math.
         """
         self._check_input(x)
         q, k, v = self.project_qkv(x)  # each (..., heads, n, head_dim)
         weights = None
         if return_weights or not fast:
-            h, weights = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+            h, weights = scaled_dot_product_attention(q, k, v, mask, bias=bias, return_weights=True)
         else:
+            scores_shape = (*q.shape[:-1], k.shape[-2])
+            attn_mask = mask
             if mask is not None:
-                _check_mask(mask, (*q.shape[:-1], k.shape[-2]), type(self).__name__)
-            h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                _check_mask(mask, scores_shape, type(self).__name__)
+            if bias is not None:
+                _check_bias(bias, scores_shape, type(self).__name__)
+                # torch's float attn_mask is added to the scores: the bias, with -inf where the
+                # boolean mask forbids (a fully forbidden row gives zeros, as the plain math does)
+                attn_mask = bias.to(q.dtype) if mask is None else bias.to(q.dtype).masked_fill(~mask, float("-inf"))
+            lead = q.shape[:-3]
+            if len(lead) > 1 and (attn_mask is None or attn_mask.dim() <= 3):
+                # torch's fused CPU kernels want (batch, heads, n, d): fold the leading dims (rows of
+                # an image, for axial attention) into one batch dim; 5-D input falls back to the
+                # slow math path (about 20x slower for a causal row)
+                q, k, v = (t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))
+                h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).unflatten(0, lead)
+            else:
+                h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         # H_i for every head -> [H_1 ... H_h] W_o                              (eq. 4)
         out = self.proj(self.merge_heads(h))  # (..., n, dim)
         return (out, weights) if return_weights else out
@@ -196,17 +240,21 @@ class AxialAttention(MultiHeadAttention):
         return f"{super().extra_repr()}, axis={self.axis!r}"
 
     def forward(
-        self, x: Tensor, *, causal: bool = False, fast: bool = True, return_weights: bool = False
+        self, x: Tensor, *, causal: bool = False, bias: Tensor | None = None, fast: bool = True,
+        return_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x (..., H, W, C) -> (..., H, W, C); with `return_weights`, also the weights:
         (..., H, heads, W, W) for rows, (..., W, heads, H, H) for columns.
+
+        `bias`: float scores added along the axis, broadcastable to (heads, W, W) for rows and
+        (heads, H, H) for columns (e.g. `RelativePositionBias(heads, max_len)(W)`).
         """
         self._check_input(x, "(..., H, W, C)", min_dims=3)
         if self.axis == "column":
             x = x.transpose(-3, -2)  # (..., W, H, C): columns become rows
         # every row is now a sequence of tokens; the leading dims are batch   (eq. 5)
         mask = causal_mask(x.shape[-2], device=x.device) if causal else None
-        result = super().forward(x, mask=mask, fast=fast, return_weights=return_weights)
+        result = super().forward(x, mask=mask, bias=bias, fast=fast, return_weights=return_weights)
         out, weights = result if return_weights else (result, None)
         if self.axis == "column":
             out = out.transpose(-3, -2)  # back to (..., H, W, C)
@@ -225,6 +273,101 @@ class ColumnAttention(AxialAttention):
 
     def __init__(self, dim: int, heads: int, *, qkv_bias: bool = True):
         super().__init__(dim, heads, axis="column", qkv_bias=qkv_bias)
+
+
+class RelativePositionBias(nn.Module):
+    """A learned attention bias b_h[j - i] per head for one image axis (Shaw et al. 2018; ColTran).
+
+    The table holds 2 * max_len - 1 entries per head, one for each offset j - i in
+    [-(max_len - 1), max_len - 1]; calling it with a length n (<= max_len) gives the (heads, n, n)
+    bias with bias[h, i, j] = table[h, j - i + max_len - 1], to add to q . k / sqrt(d). Axial
+    attention alone is blind to where a pixel sits along its row or column; this tells it.
+    Starts at zero: the block begins as plain eq. 5.
+    """
+
+    def __init__(self, heads: int, max_len: int):
+        super().__init__()
+        if heads <= 0 or max_len <= 0:
+            raise ValueError(f"RelativePositionBias: heads={heads} and max_len={max_len} must be positive")
+        self.heads, self.max_len = heads, max_len
+        self.table = nn.Parameter(torch.zeros(heads, 2 * max_len - 1))  # (heads, 2 max_len - 1)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, max_len={self.max_len}"
+
+    def forward(self, n: int, m: int | None = None) -> Tensor:
+        """(heads, n, m) bias for n queries and m keys at positions 0..n-1 and 0..m-1 (m defaults to n)."""
+        m = n if m is None else m
+        if not (0 < n <= self.max_len and 0 < m <= self.max_len):
+            raise ValueError(f"RelativePositionBias: lengths n={n}, m={m} must be in 1..max_len={self.max_len}; "
+                             f"build the block with a larger max_len for longer rows/columns")
+        device = self.table.device
+        offset = torch.arange(m, device=device)[None, :] - torch.arange(n, device=device)[:, None]  # (n, m): j - i
+        return self.table[:, offset + self.max_len - 1]  # (heads, n, m)
+
+
+class AxialBlock(nn.Module):
+    """One Transformer layer along an image axis: Sun et al. eq. 5, for x (B, H, W, C).
+
+        x' = MSA(LN(x)) + x                  (eq. 5: q, k, v = LN(x) W^qkv, attention along the axis)
+        x^ = MLP(LN(x')) + x'                (eq. 5)
+
+    This is the pre-norm arrangement, exactly as eq. 5 writes it: layer norm on the branch input,
+    the residual stream itself never normalised. axis="row": each pixel attends within its row;
+    "column": within its column. `causal=True` is the masked version (ColTran's decoder): pixel j
+    sees only pixels 0..j along the axis. `relative_bias=True` adds `RelativePositionBias(heads,
+    max_len)` to the scores; rows/columns may be up to `max_len` long.
+
+    `context_dim`: condition on a per-pixel context c (B, H, W, context_dim), as ColTran's decoder
+    conditions on the grayscale encoder: each LN becomes a conditional layer norm
+    LN(x) * (1 + s(c)) + t(c) with s, t linear in c (zero at initialisation, so the block starts
+    as the plain one). Without it, `context` must be None.
+    """
+
+    def __init__(self, dim: int, heads: int, axis: str = "row", *, mlp_ratio: float = 4, relative_bias: bool = True,
+                 max_len: int = 64, causal: bool = False, context_dim: int | None = None):
+        super().__init__()
+        self.axis, self.causal, self.context_dim = axis, causal, context_dim
+        self.attn_norm = nn.LayerNorm(dim, elementwise_affine=context_dim is None)
+        self.attn = AxialAttention(dim, heads, axis)
+        self.bias = RelativePositionBias(heads, max_len) if relative_bias else None
+        self.mlp_norm = nn.LayerNorm(dim, elementwise_affine=context_dim is None)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        if context_dim is not None:
+            # scale and shift of both layer norms from the context: (B, H, W, Cc) -> (B, H, W, 4 C)
+            self.condition = nn.Linear(context_dim, 4 * dim)
+            nn.init.zeros_(self.condition.weight)
+            nn.init.zeros_(self.condition.bias)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis!r}, causal={self.causal}, context_dim={self.context_dim}"
+
+    def forward(self, x: Tensor, *, context: Tensor | None = None, fast: bool = True) -> Tensor:
+        """x (B, H, W, C) -> (B, H, W, C); `context` (B, H, W, context_dim) when built with context_dim."""
+        if x.dim() != 4:
+            raise ValueError(f"AxialBlock: x must be (B, H, W, C), got {tuple(x.shape)}")
+        if (context is None) != (self.context_dim is None):
+            raise ValueError(f"AxialBlock: built with context_dim={self.context_dim}, so context must be "
+                             f"{'given' if self.context_dim else 'None'}")
+        if context is not None:
+            if context.shape[:-1] != x.shape[:-1] or context.shape[-1] != self.context_dim:
+                raise ValueError(f"AxialBlock: context must be (B, H, W, {self.context_dim}) matching x "
+                                 f"{tuple(x.shape)}, got {tuple(context.shape)}")
+            scale1, shift1, scale2, shift2 = self.condition(context).chunk(4, dim=-1)  # each (B, H, W, C)
+        length = x.shape[-2] if self.axis == "row" else x.shape[-3]
+        bias = self.bias(length) if self.bias is not None else None  # (heads, n, n) or None
+
+        h = self.attn_norm(x)
+        if context is not None:
+            h = h * (1 + scale1) + shift1  # conditional LN
+        # x' = MSA(LN(x)) + x                                                (eq. 5)
+        x = x + self.attn(h, causal=self.causal, bias=bias, fast=fast)
+        h = self.mlp_norm(x)
+        if context is not None:
+            h = h * (1 + scale2) + shift2
+        # x^ = MLP(LN(x')) + x'                                              (eq. 5)
+        return x + self.mlp(h)
 
 
 def _check_window_grid(h: int, w: int, window: int, where: str) -> None:

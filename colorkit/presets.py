@@ -38,6 +38,51 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "data": {"size": 256, "train_images": None, "val_images": 1000},   # None: the whole training split
         },
     },
+    # Sun et al. step 1: the coarse colorizer (colorkit.models.sun2023).
+    "sun2023": {
+        "smoke": {
+            "model": {"name": "sun2023", "dim": 16, "heads": 2, "image_size": 16},
+            "train": {"steps": 3, "batch_size": 4, "lr": 3e-3, "optimizer": "adam", "log_every": 1},
+            "data": {"size": 16, "train_images": 32, "val_images": 4},
+        },
+        "course": {
+            "model": {"name": "sun2023", "dim": 32, "heads": 2, "image_size": 64},
+            "train": {"steps": 120, "batch_size": 8, "lr": 3e-3, "optimizer": "adam", "warmup_steps": 10,
+                      "schedule": "cosine", "log_every": 10},
+            "data": {"size": 64, "train_images": 2048, "val_images": 16},
+        },
+        # Sun et al. sec. III: batch 4, RMSProp with lr 3e-4, 1.6 x 10^6 iterations, 64 x 64 images in
+        # 3-bit color; EMA 0.999 of the weights for sampling as ColTran does. The paper gives no layer
+        # sizes: ColTran's (Kumar et al. 2021: 512 channels, 4 heads, 4 encoder, 2 outer, 2 inner layers).
+        "full": {
+            "model": {"name": "sun2023", "dim": 512, "heads": 4, "encoder_depth": 4, "outer_depth": 2, "inner_depth": 2,
+                      "mlp_ratio": 2, "image_size": 64},
+            "train": {"steps": 1_600_000, "batch_size": 4, "lr": 3e-4, "optimizer": "rmsprop", "ema_decay": 0.999,
+                      "val_every": 10_000, "ckpt_every": 5_000, "log_every": 200, "num_workers": 4},
+            "data": {"size": 64, "train_images": None, "val_images": 1000},
+        },
+    },
+    # Sun et al. step 2: the upgrading network, a conditional GAN (colorkit.models.sun2023_upgrade).
+    "sun2023_upgrader": {
+        "smoke": {
+            "model": {"name": "sun2023_upgrader", "width": 8, "n_res": 1, "image_size": 32, "coarse_size": 16},
+            "train": {"steps": 3, "batch_size": 2, "lr": 2e-4, "betas": (0.0, 0.9), "optimizer": "adam", "log_every": 1},
+            "data": {"size": 32, "train_images": 16, "val_images": 4},
+        },
+        "course": {
+            "model": {"name": "sun2023_upgrader", "width": 16, "n_res": 3, "image_size": 128, "coarse_size": 64},
+            "train": {"steps": 120, "batch_size": 4, "lr": 2e-4, "betas": (0.0, 0.9), "optimizer": "adam", "log_every": 10},
+            "data": {"size": 128, "train_images": 1024, "val_images": 12},
+        },
+        # Sun et al. sec. III: batch 1, Adam beta = (0, 0.9), lr 2e-4, 2.6 x 10^6 iterations, lambda_r = 10,
+        # 512 x 512 images from 64 x 64 coarse colors. Widths are ours (the paper's Fig. 5 gives none).
+        "full": {
+            "model": {"name": "sun2023_upgrader", "width": 64, "n_down": 3, "n_res": 6, "image_size": 512, "coarse_size": 64},
+            "train": {"steps": 2_600_000, "batch_size": 1, "lr": 2e-4, "betas": (0.0, 0.9), "optimizer": "adam",
+                      "val_every": 20_000, "ckpt_every": 5_000, "log_every": 500, "num_workers": 4},
+            "data": {"size": 512, "train_images": None, "val_images": 1000},
+        },
+    },
 }
 
 

@@ -35,6 +35,11 @@ class Colorizer(nn.Module):
     def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
+    def training_models(self) -> dict[str, nn.Module]:
+        """The modules `colorkit.train.Trainer` trains with `training_step`: {"model": self} here;
+        a GAN returns its generator (self) and its discriminator."""
+        return {"model": self}
+
 
 def register(name: str) -> Callable[[type[Colorizer]], type[Colorizer]]:
     """Class decorator: make a model buildable as build({"name": name, ...})."""
@@ -91,4 +96,4 @@ def parameter_count(model: nn.Module) -> int:
 
 def _import_model_files() -> None:
     # importing a model file registers its classes
-    from colorkit.models import baseline  # noqa: F401
+    from colorkit.models import baseline, sun2023, sun2023_upgrade  # noqa: F401
