@@ -56,17 +56,21 @@ __all__ = [
 ]
 
 
-def _check_mask(mask: Tensor, scores_shape: tuple[int, ...], where: str) -> None:
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(f"{where}: mask must be a boolean tensor (True = may attend), got {got}")
+def _check_scores_operand(t: Tensor, scores_shape: tuple[int, ...], where: str, name: str) -> None:
+    """A mask (bool, True = may attend) or a bias (float, added to the scores) must broadcast to the scores."""
+    want_bool = name == "mask"
+    ok_dtype = isinstance(t, Tensor) and (t.dtype == torch.bool if want_bool else t.dtype.is_floating_point)
+    if not ok_dtype:
+        got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+        what = "a boolean tensor (True = may attend)" if want_bool else "a float tensor added to the scores"
+        raise TypeError(f"{where}: {name} must be {what}, got {got}")
     try:
-        fits = torch.broadcast_shapes(mask.shape, scores_shape) == torch.Size(scores_shape)
+        fits = torch.broadcast_shapes(t.shape, scores_shape) == torch.Size(scores_shape)
     except RuntimeError:
         fits = False
     if not fits:
         raise ValueError(
-            f"{where}: mask of shape {tuple(mask.shape)} does not broadcast to the attention "
+            f"{where}: {name} of shape {tuple(t.shape)} does not broadcast to the attention "
             f"scores (..., n queries, m keys) = {tuple(scores_shape)}"
         )
 
@@ -80,21 +84,6 @@ def causal_mask(n: int, m: int | None = None, *, device: torch.device | str | No
     """
     m = n if m is None else m
     return torch.ones(n, m, dtype=torch.bool, device=device).tril()
-
-
-def _check_bias(bias: Tensor, scores_shape: tuple[int, ...], where: str) -> None:
-    if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:
-        got = bias.dtype if isinstance(bias, Tensor) else type(bias).__name__
-        raise TypeError(f"{where}: bias must be a float tensor added to the scores, got {got}")
-    try:
-        fits = torch.broadcast_shapes(bias.shape, scores_shape) == torch.Size(scores_shape)
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ValueError(
-            f"{where}: bias of shape {tuple(bias.shape)} does not broadcast to the attention "
-            f"scores (..., n queries, m keys) = {tuple(scores_shape)}"
-        )
 
 
 def scaled_dot_product_attention(
@@ -122,11 +111,11 @@ def scaled_dot_product_attention(
     # q . k / sqrt(d) for every query-key pair                               (eq. 2)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (..., n, m)
     if bias is not None:
-        _check_bias(bias, tuple(scores.shape), "scaled_dot_product_attention")
+        _check_scores_operand(bias, tuple(scores.shape), "scaled_dot_product_attention", "bias")
         scores = scores + bias  # q . k / sqrt(d) + b, e.g. b = b[j - i] per head
     has_key = None
     if mask is not None:
-        _check_mask(mask, tuple(scores.shape), "scaled_dot_product_attention")
+        _check_scores_operand(mask, tuple(scores.shape), "scaled_dot_product_attention", "mask")
         scores = scores.masked_fill(~mask, float("-inf"))
         # softmax over a row of only -inf is 0/0 = NaN; give such rows finite scores here and
         # zero weights below.
@@ -199,9 +188,9 @@ class MultiHeadAttention(nn.Module):
             scores_shape = (*q.shape[:-1], k.shape[-2])
             attn_mask = mask
             if mask is not None:
-                _check_mask(mask, scores_shape, type(self).__name__)
+                _check_scores_operand(mask, scores_shape, type(self).__name__, "mask")
             if bias is not None:
-                _check_bias(bias, scores_shape, type(self).__name__)
+                _check_scores_operand(bias, scores_shape, type(self).__name__, "bias")
                 # torch's float attn_mask is added to the scores: the bias, with -inf where the
                 # boolean mask forbids (a fully forbidden row gives zeros, as the plain math does)
                 attn_mask = bias.to(q.dtype) if mask is None else bias.to(q.dtype).masked_fill(~mask, float("-inf"))
