@@ -18,6 +18,12 @@ window attention of Swin (Liu et al. 2021) that later models build on:
 - `AxialBlock`: Sun et al.'s eq. 5 Transformer layer (LN, MSA along a row or column, residual;
   LN, MLP, residual), unmasked or masked, optionally conditioned on a context (ColTran's decoder).
 - `WindowAttention`: eq. 4 inside non-overlapping M x M windows (`window_partition`, `window_reverse`).
+- `SelfAttention2d`: SAGAN's self-attention over all positions of a feature map (Zhang et al. 2019),
+  y = gamma * o + x with gamma starting at 0, optionally with spectral norm (Narkhede et al.).
+- `LuongAttention` (multiplicative: h_t^T W_a hbar_s, or the "dot" form h_t^T hbar_s) and
+  `BahdanauAttention` (additive: v^T tanh(W_1 h_t + W_2 hbar_s)): encoder-decoder attention of a
+  query over source positions, returning (context, weights); `AttentionVector`: Luong's
+  tanh(W_c [c_t; h_t]). Lakhani (sec. 3.5) uses them over an image's fused features.
 - `attention_flops`, `attention_matrix_elements`: what each kind costs, analytically.
 
 Conventions
@@ -50,6 +56,10 @@ __all__ = [
     "window_partition",
     "window_reverse",
     "WindowAttention",
+    "SelfAttention2d",
+    "LuongAttention",
+    "BahdanauAttention",
+    "AttentionVector",
     "attention_flops",
     "attention_matrix_elements",
     "ATTENTION_KINDS",
@@ -424,6 +434,57 @@ class WindowAttention(MultiHeadAttention):
         return (out, weights) if return_weights else out
 
 
+class SelfAttention2d(nn.Module):
+    """SAGAN self-attention (Zhang et al. 2019, sec. 3) over every position of x (B, C, H, W).
+
+    With N = H * W positions and 1x1 convolutions f, g (C -> C/8) and h (C -> C):
+
+        s_ij     = f(x_i)^T g(x_j)                          (SAGAN eq. 1: no 1/sqrt(d) scaling)
+        beta_j,i = exp(s_ij) / sum_i exp(s_ij)              how much output j attends to position i
+        o_j      = sum_i beta_j,i h(x_i)                    (SAGAN eq. 2)
+        y_j      = gamma * o_j + x_j                        (SAGAN eq. 3)
+
+    gamma is a learned scalar initialised to 0, so the layer starts as the identity and the
+    network first relies on its convolutions, then learns how much non-local evidence to add.
+    As in the SAGAN paper and the open colorization implementations that follow it (DeOldify),
+    `spectral_norm=True` puts spectral normalisation on f, g and h. In the notation of
+    `scaled_dot_product_attention`, j is the query (g) and i the key (f) and value (h).
+    """
+
+    def __init__(self, channels: int, *, reduction: int = 8, spectral_norm: bool = True):
+        super().__init__()
+        if channels < reduction or channels % reduction:
+            raise ValueError(f"SelfAttention2d: channels ({channels}) must be a positive multiple of reduction ({reduction})")
+        norm = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+        self.channels, self.reduction, self.spectral_norm = channels, reduction, spectral_norm
+        self.key = norm(nn.Conv2d(channels, channels // reduction, 1, bias=False))     # f
+        self.query = norm(nn.Conv2d(channels, channels // reduction, 1, bias=False))   # g
+        self.value = norm(nn.Conv2d(channels, channels, 1, bias=False))                # h
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}, spectral_norm={self.spectral_norm}"
+
+    def forward(self, x: Tensor, *, fast: bool = True, return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x (B, C, H, W) -> y (B, C, H, W); with `return_weights`, also beta (B, N, N), rows = queries j."""
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"SelfAttention2d: expected x shaped (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)        # g(x): (B, N, C/8)
+        k = self.key(x).flatten(2).transpose(1, 2)          # f(x): (B, N, C/8)
+        v = self.value(x).flatten(2).transpose(1, 2)        # h(x): (B, N, C)
+        if fast and not return_weights:
+            o = F.scaled_dot_product_attention(q, k, v, scale=1.0)            # (B, N, C)
+            weights = None
+        else:
+            scores = q @ k.transpose(1, 2)                  # s_ji = g(x_j) . f(x_i): (B, N, N)   (eq. 1)
+            weights = scores.softmax(dim=-1)                # beta_j,i, each row sums to 1
+            o = weights @ v                                 # o_j = sum_i beta_j,i h(x_i): (B, N, C)   (eq. 2)
+        o = o.transpose(1, 2).reshape(b, c, h, w)           # (B, C, H, W)
+        y = self.gamma * o + x                              # (eq. 3)
+        return (y, weights) if return_weights else y
+
+
 ATTENTION_KINDS = ("full", "row", "column", "axial", "window")
 
 
@@ -480,3 +541,150 @@ def attention_matrix_elements(
         "window": h * w * (window or 0) ** 2,
     }[kind]
     return batch * heads * per_head
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder-decoder attention as Lakhani (sec. 3.5) writes it, after Luong et al. (2015) and
+# Bahdanau et al. (2014). Lakhani's three (unnumbered) equations, numbered here in order:
+#
+#     alpha_ts = exp(score(h_t, hbar_s)) / sum_s' exp(score(h_t, hbar_s'))      (Lakhani 3.5, eq. i)
+#     c_t      = sum_s alpha_ts hbar_s                                           (Lakhani 3.5, eq. ii)
+#     htilde_t = tanh(W_c [c_t; h_t])                                            (Lakhani 3.5, eq. iii)
+#
+# (The paper prints score(h_s, hbar_t) in eq. i; Luong's eq. 7, which it copies, has
+# score(h_t, hbar_s): query t, source s.) h_t is the query ("decoder") state of output position
+# t and hbar_s the source ("encoder") state of position s. The score is Luong's multiplicative
+# one (eq. 8: "dot" h_t^T hbar_s, "general" h_t^T W_a hbar_s) or Bahdanau's additive one
+# (appendix A.1.2: v_a^T tanh(W_a h_t + U_a hbar_s)).
+# ---------------------------------------------------------------------------------------------
+
+def _softmax_over_sources(scores: Tensor, mask: Tensor | None, where: str) -> Tensor:
+    """alpha = softmax of scores (..., n, m) over the m sources (eq. i); a row with no allowed source gets zeros."""
+    if mask is None:
+        return scores.softmax(dim=-1)
+    _check_scores_operand(mask, tuple(scores.shape), where, "mask")
+    scores = scores.masked_fill(~mask, float("-inf"))
+    has_source = mask.any(dim=-1, keepdim=True)                      # (..., n, 1)
+    weights = scores.masked_fill(~has_source, 0.0).softmax(dim=-1)   # (..., n, m)
+    return weights.masked_fill(~has_source, 0.0)
+
+
+def _check_query_source(query: Tensor, source: Tensor, values: Tensor | None, q_dim: int, s_dim: int,
+                        where: str) -> None:
+    for name, t, dim in (("query", query, q_dim), ("source", source, s_dim)):
+        if not isinstance(t, Tensor) or t.dim() < 2 or t.shape[-1] != dim:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{where}: {name} must be shaped (..., n, {dim}), got {shape}")
+    if values is not None and (not isinstance(values, Tensor) or values.dim() < 2
+                               or values.shape[-2] != source.shape[-2]):
+        shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(f"{where}: values must be (..., m, dv) with the source's m = {source.shape[-2]}, got {shape}")
+
+
+class LuongAttention(nn.Module):
+    """Multiplicative attention (Luong et al. 2015, eq. 7-8): query (..., n, d_q), source (..., m, d_s).
+
+        score(h_t, hbar_s) = h_t^T W_a hbar_s     score="general" (W_a: d_q x d_s, learned)
+                           = h_t^T hbar_s         score="dot"     (d_q = d_s, no parameters)
+
+    `scaled=True` divides the score by sqrt(d_q), the length of the dot product, as in scaled
+    dot-product attention (Vaswani et al. 2017); Luong has no scaling (default False).
+    Returns (context (..., n, dv), weights (..., n, m)) with every row of weights summing to 1 over the m source positions; the context
+    averages `values` (default: the source itself, eq. ii).
+    """
+
+    def __init__(self, query_dim: int, source_dim: int | None = None, *, score: str = "general", scaled: bool = False):
+        super().__init__()
+        source_dim = query_dim if source_dim is None else source_dim
+        if score not in ("general", "dot"):
+            raise ValueError(f"LuongAttention: score must be 'general' or 'dot', got {score!r}")
+        if query_dim <= 0 or source_dim <= 0:
+            raise ValueError(f"LuongAttention: dims must be positive, got query_dim={query_dim}, "
+                             f"source_dim={source_dim}")
+        if score == "dot" and query_dim != source_dim:
+            raise ValueError(f"LuongAttention: score='dot' needs query_dim == source_dim, "
+                             f"got {query_dim} and {source_dim}")
+        self.query_dim, self.source_dim, self.score, self.scaled = query_dim, source_dim, score, scaled
+        # W_a maps a source state into the query's space: h_t^T (W_a hbar_s)
+        self.W_a = nn.Linear(source_dim, query_dim, bias=False) if score == "general" else None
+
+    def extra_repr(self) -> str:
+        return f"query_dim={self.query_dim}, source_dim={self.source_dim}, score={self.score!r}, scaled={self.scaled}"
+
+    def scores(self, query: Tensor, source: Tensor) -> Tensor:
+        """score(h_t, hbar_s) for every pair: (..., n, d_q), (..., m, d_s) -> (..., n, m)      (Luong eq. 8)"""
+        keys = self.W_a(source) if self.W_a is not None else source           # (..., m, d_q)
+        scores = query @ keys.transpose(-2, -1)                                # (..., n, m)
+        return scores / math.sqrt(self.query_dim) if self.scaled else scores
+
+    def forward(self, query: Tensor, source: Tensor, values: Tensor | None = None, *,
+                mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(context (..., n, dv), weights (..., n, m)); `mask` boolean (..., n, m), True = may attend."""
+        _check_query_source(query, source, values, self.query_dim, self.source_dim, type(self).__name__)
+        weights = _softmax_over_sources(self.scores(query, source), mask, type(self).__name__)   # alpha_ts (eq. i)
+        context = weights @ (source if values is None else values)                               # c_t (eq. ii)
+        return context, weights
+
+
+class BahdanauAttention(nn.Module):
+    """Additive attention (Bahdanau et al. 2014, eq. 5-6 and appendix A.1.2): query (..., n, d_q), source (..., m, d_s).
+
+        score(h_t, hbar_s) = v^T tanh(W_1 h_t + W_2 hbar_s)      (W_1: d_q -> d_a, W_2: d_s -> d_a, v: d_a)
+
+    Returns (context (..., n, dv), weights (..., n, m)), rows of weights summing to 1 over sources.
+    Cost: the tanh is taken for every (query, source) pair, so it holds an (..., n, m, d_a)
+    tensor, d_a times the memory of the weights; multiplicative attention holds only (..., n, m).
+    """
+
+    def __init__(self, query_dim: int, source_dim: int | None = None, attention_dim: int = 32):
+        super().__init__()
+        source_dim = query_dim if source_dim is None else source_dim
+        if min(query_dim, source_dim, attention_dim) <= 0:
+            raise ValueError(f"BahdanauAttention: dims must be positive, got query_dim={query_dim}, "
+                             f"source_dim={source_dim}, attention_dim={attention_dim}")
+        self.query_dim, self.source_dim, self.attention_dim = query_dim, source_dim, attention_dim
+        self.W_1 = nn.Linear(query_dim, attention_dim, bias=True)     # the one bias of the sum inside tanh
+        self.W_2 = nn.Linear(source_dim, attention_dim, bias=False)
+        self.v = nn.Linear(attention_dim, 1, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"query_dim={self.query_dim}, source_dim={self.source_dim}, attention_dim={self.attention_dim}"
+
+    def scores(self, query: Tensor, source: Tensor) -> Tensor:
+        """v^T tanh(W_1 h_t + W_2 hbar_s) for every pair: -> (..., n, m)             (Bahdanau A.1.2)"""
+        q = self.W_1(query).unsqueeze(-2)                    # (..., n, 1, d_a)
+        s = self.W_2(source).unsqueeze(-3)                   # (..., 1, m, d_a)
+        return self.v(torch.tanh(q + s)).squeeze(-1)         # (..., n, m, d_a) -> (..., n, m)
+
+    def forward(self, query: Tensor, source: Tensor, values: Tensor | None = None, *,
+                mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(context (..., n, dv), weights (..., n, m)); `mask` boolean (..., n, m), True = may attend."""
+        _check_query_source(query, source, values, self.query_dim, self.source_dim, type(self).__name__)
+        weights = _softmax_over_sources(self.scores(query, source), mask, type(self).__name__)   # alpha (Bahdanau eq. 6)
+        context = weights @ (source if values is None else values)                               # c (Bahdanau eq. 5)
+        return context, weights
+
+
+class AttentionVector(nn.Module):
+    """Luong's attentional hidden state (Luong et al. 2015, eq. 5; Lakhani 3.5, eq. iii):
+
+        htilde_t = tanh(W_c [c_t; h_t])      c_t (..., n, d_c), h_t (..., n, d_h) -> (..., n, out_dim)
+
+    W_c has no bias, as in the equation; `out_dim` defaults to d_h.
+    """
+
+    def __init__(self, context_dim: int, query_dim: int, out_dim: int | None = None):
+        super().__init__()
+        self.context_dim, self.query_dim = context_dim, query_dim
+        self.out_dim = query_dim if out_dim is None else out_dim
+        self.W_c = nn.Linear(context_dim + query_dim, self.out_dim, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"context_dim={self.context_dim}, query_dim={self.query_dim}, out_dim={self.out_dim}"
+
+    def forward(self, context: Tensor, query: Tensor) -> Tensor:
+        if context.shape[:-1] != query.shape[:-1] or context.shape[-1] != self.context_dim \
+                or query.shape[-1] != self.query_dim:
+            raise ValueError(f"AttentionVector: context (..., n, {self.context_dim}) and query "
+                             f"(..., n, {self.query_dim}) must match, got {tuple(context.shape)} and {tuple(query.shape)}")
+        return torch.tanh(self.W_c(torch.cat([context, query], dim=-1)))       # (..., n, out_dim)   (eq. iii)

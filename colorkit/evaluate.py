@@ -36,6 +36,22 @@ def validation_set(data_name: str | os.PathLike, size: int = 64, count: int = 96
 
 
 @torch.no_grad()
+def colorize_batch(model: torch.nn.Module, rgb: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
+    """The model's colorization of the images' lightness: RGB (N, 3, H, W) -> RGB (N, 3, H, W), on the CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for chunk in rgb.split(batch_size):
+            L = data.lab_batch(chunk.to(device).float())["L"]
+            out.append(lab_to_rgb(torch.cat([L, model(L).float()], dim=1)).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 32,
              device: str | torch.device | None = None) -> dict[str, Any]:
     """Colorize every validation image from its L; PSNR, SSIM and colorfulness, with the gray reference.

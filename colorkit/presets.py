@@ -83,6 +83,77 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "data": {"size": 512, "train_images": None, "val_images": 1000},
         },
     },
+    # Narkhede et al. (colorkit.models.narkhede): "train" is phase 1 (generator pretraining); "phases"
+    # holds what phases 2 (critic pretraining) and 3 (GAN, TTUR) change; "gan" the GAN phase's settings.
+    "narkhede": {
+        "smoke": {
+            "model": {"name": "narkhede", "width": 8, "depth": 3, "attention_scale": 4, "image_size": 32,
+                      "critic_width": 8, "critic_layers": 3, "critic_attention_scale": 4},
+            "train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "optimizer": "adam", "log_every": 1},
+            "data": {"size": 32, "train_images": 32, "val_images": 8},
+            "phases": {"critic": {"steps": 2}, "gan": {"steps": 4, "schedule": "constant", "val_every": 2}},
+            "gan": {"ttur": 4.0, "adv_weight": 0.1, "lr": 2e-4, "keep": 0.5},
+        },
+        "course": {
+            "model": {"name": "narkhede", "width": 16, "depth": 4, "attention_scale": 8, "image_size": 64,
+                      "critic_width": 32, "critic_layers": 3, "critic_attention_scale": 8},
+            "train": {"steps": 300, "batch_size": 16, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 20,
+                      "schedule": "cosine", "log_every": 20},
+            "data": {"size": 64, "train_images": 4096, "val_images": 48},
+            "phases": {"critic": {"steps": 150, "warmup_steps": 0, "log_every": 10},
+                       "gan": {"steps": 200, "warmup_steps": 0, "schedule": "constant", "val_every": 25,
+                               "ckpt_every": 25, "log_every": 5}},
+            "gan": {"ttur": 4.0, "adv_weight": 0.1, "lr": 2e-4, "keep": 0.5},
+        },
+        # Narkhede et al. sec. 3: ImageNet, Adam, initial lr 2e-4 for G and D. The TTUR ratio (4, D at
+        # 8e-4 in the GAN phase) and betas (0, 0.9) are SAGAN's. Widths, 256 x 256, batch and step counts are
+        # ours (the paper gives none): 40k steps of pretraining G, 2k of D, a short GAN phase of 10k steps
+        # with a snapshot every 500 (the paper: "after small window of time" D stops helping).
+        "full": {
+            "model": {"name": "narkhede", "width": 64, "depth": 4, "attention_scale": 8, "image_size": 256,
+                      "critic_width": 64, "critic_layers": 4, "critic_attention_scale": 8},
+            "train": {"steps": 40_000, "batch_size": 32, "lr": 2e-4, "optimizer": "adam", "warmup_steps": 500,
+                      "schedule": "cosine", "val_every": 5000, "ckpt_every": 2000, "log_every": 100, "num_workers": 8},
+            "data": {"size": 256, "train_images": None, "val_images": 1000},
+            "phases": {"critic": {"steps": 2000, "warmup_steps": 0, "schedule": "constant", "val_every": 0},
+                       "gan": {"steps": 10_000, "warmup_steps": 0, "schedule": "constant", "val_every": 500,
+                               "ckpt_every": 500, "log_every": 50}},
+            "gan": {"ttur": 4.0, "adv_weight": 0.1, "lr": 2e-4, "keep": 0.5},
+        },
+    },
+    # Lakhani (colorkit.models.lakhani); "classifier": how `pretrain_classifier` trains the frozen stand-in
+    # for Inception-ResNet-v2 (ours: the paper uses an ImageNet-trained network as is).
+    "lakhani": {
+        "smoke": {
+            "model": {"name": "lakhani", "width": 4, "image_size": 32, "classifier_width": 4},
+            "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "optimizer": "adam", "log_every": 1},
+            "data": {"size": 32, "train_images": 64, "val_images": 8},
+            "classifier": {"steps": 4, "batch_size": 8, "lr": 1e-3},
+        },
+        # Ours: the course baseline's budget and data (300 steps, batch 24, 64 px) with the paper's Adam
+        # at lr 1e-3, so the notebook compares the two at the same budget.
+        "course": {
+            "model": {"name": "lakhani", "width": 16, "image_size": 64, "classifier_width": 16},
+            "train": {"steps": 300, "batch_size": 24, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 20,
+                      "schedule": "cosine", "log_every": 20},
+            "data": {"size": 64, "train_images": 4096, "val_images": 96},
+            "classifier": {"steps": 150, "batch_size": 32, "lr": 2e-3},
+        },
+        # Lakhani sec. 3.1 and 4.1: 256 x 256 L input, Adam with lr 1e-3, MSE on ab, Xavier init in the
+        # decoder; Deep Koalarization's widths (width 64: 28 x 28 x 256 at 224 input). The paper gives
+        # no batch size, step count or schedule: batch 32, 100k steps, warmup + cosine and EMA are ours,
+        # as for the baseline's full preset. The global network is the stand-in SceneClassifier at width
+        # 32 (ours); with Inception-ResNet-v2 exported to a file, set global_source="torchscript",
+        # global_path=..., global_dim=1000, global_feature="logits" (Deep Koalarization's choice).
+        "full": {
+            "model": {"name": "lakhani", "width": 64, "image_size": 256, "classifier_width": 32},
+            "train": {"steps": 100_000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 1000,
+                      "schedule": "cosine", "ema_decay": 0.999, "val_every": 5000, "ckpt_every": 2000,
+                      "log_every": 100, "num_workers": 8},
+            "data": {"size": 256, "train_images": None, "val_images": 1000},   # None: the whole training split
+            "classifier": {"steps": 5000, "batch_size": 64, "lr": 1e-3},
+        },
+    },
 }
 
 

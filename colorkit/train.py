@@ -405,7 +405,8 @@ class TrainContext:
 
     models: name -> module to call (DistributedDataParallel-wrapped under torchrun; the plain
     modules during validation); unwrapped: name -> plain module; optimizers, schedulers, ema;
-    step: 0-based number of the step being run (= steps completed before it); epoch; device;
+    step: 0-based number of the step being run (= steps completed before it; in val_fn, the steps
+    completed); epoch; device;
     config; rank; world_size.
     """
 
@@ -636,6 +637,7 @@ class Trainer:
             return
         if self.is_main:
             training = {name: m.training for name, m in self.models.items()}
+            ctx.step = self.step              # during validation: the number of steps completed, as in the record
             wrapped, ctx.models = ctx.models, self.models
             try:
                 with ExitStack() as stack, torch.no_grad(), self._autocast():

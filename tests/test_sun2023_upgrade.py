@@ -193,3 +193,10 @@ def test_short_run_learns_and_beats_bicubic_and_the_untrained_start(tmp_path):
     L, coarse_rgb, _ = gray_and_coarse(2, 64, 64, 16)
     G.eval()
     assert torch.allclose(loaded(L, coarse_rgb=coarse_rgb), G(L, coarse_rgb=coarse_rgb))
+
+
+def test_training_models_builds_the_discriminator_the_config_asks_for():
+    G = models.build({"name": "sun2023_upgrader", "width": 8, "disc_width": 8, "disc_layers": 3,
+                      "disc_spectral_norm": False})
+    D = G.training_models()["discriminator"]
+    assert D.config == {"name": "sun2023_patch_discriminator", "width": 8, "n_layers": 3, "spectral_norm": False}

@@ -14,6 +14,7 @@ import copy
 import inspect
 from typing import Any, Callable
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 _REGISTRY: dict[str, type["Colorizer"]] = {}
@@ -90,10 +91,19 @@ def training_step(name: str):
     return step
 
 
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad x (B, C, H, W) at the bottom and right, repeating the edge, to H and W divisible by
+    `multiple`, so any image size passes a network that halves it log2(multiple) times; crop the
+    output back with [..., :H, :W]."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 def _import_model_files() -> None:
     # importing a model file registers its classes
-    from colorkit.models import baseline, sun2023, sun2023_upgrade  # noqa: F401
+    from colorkit.models import baseline, lakhani, narkhede, sun2023, sun2023_upgrade  # noqa: F401

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from colorkit.models import Colorizer, register
+from colorkit.models import Colorizer, pad_to_multiple, register
 
 AB_SCALE = 110.0  # ab is predicted as tanh(.) * AB_SCALE, covering the whole sRGB gamut (|a|, |b| < 110)
 
@@ -46,11 +46,7 @@ class BaselineCNN(Colorizer):
         if L.dim() != 4 or L.shape[1] != 1:
             raise ValueError(f"L must be shaped (B, 1, H, W), got {tuple(L.shape)}")
         h, w = L.shape[-2:]
-        multiple = 2**self.depth
-        pad_h, pad_w = -h % multiple, -w % multiple
-        x = L / 50.0 - 1.0                                                  # L in [0, 100] -> [-1, 1]
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = pad_to_multiple(L / 50.0 - 1.0, 2**self.depth)                  # L in [0, 100] -> [-1, 1]
         x = self.stem(x)                                                    # (B, C, H, W)
         for stage in self.down:
             x = stage(x)                                                    # (B, 2C, H/2, W/2) each

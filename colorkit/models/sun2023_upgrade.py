@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from colorkit.color import lab_to_rgb, palette_to_rgb, rgb_to_lab, rgb_to_palette
-from colorkit.models import Colorizer, register
+from colorkit.models import Colorizer, pad_to_multiple, register
 
 __all__ = ["SunUpgrader", "PatchDiscriminator", "coarse_from_rgb", "upgrade_step", "make_upgrade_step",
            "upgrade_metrics", "UPGRADE_OPTIMIZERS", "AB_SCALE", "LAMBDA_R"]
@@ -170,10 +170,7 @@ class SunUpgrader(Colorizer):
         h, w = L.shape[-2:]
         coarse = self.coarse_lab(coarse_rgb, (h, w))                         # (B, 3, H, W)
         x = torch.cat([L / 50.0 - 1.0, coarse[:, :1] / 50.0 - 1.0, coarse[:, 1:] / AB_SCALE], dim=1)  # (B, 4, H, W)
-        multiple = 2**self.n_down
-        pad_h, pad_w = -h % multiple, -w % multiple
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = pad_to_multiple(x, 2**self.n_down)                              # H', W' multiples of 2^n_down
         # encoder
         x = self.stem(x)                                                    # (B, C, H, W)
         skips = [x]
@@ -292,12 +289,6 @@ def make_upgrade_step(lambda_r: float = LAMBDA_R):
 upgrade_step = make_upgrade_step()
 
 
-def _training_models(self: "SunUpgrader") -> dict[str, nn.Module]:
-    """The GAN the engine trains: this upgrader as "generator" and a fresh PatchGAN "discriminator"."""
-    return {"generator": self, "discriminator": PatchDiscriminator()}
-
-
-SunUpgrader.training_models = _training_models
 # The course's step for this model; note it needs two models, "generator" and "discriminator".
 SunUpgrader.training_step = staticmethod(upgrade_step)
 

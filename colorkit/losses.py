@@ -1,0 +1,209 @@
+"""Losses shared by the papers: the perceptual (feature) loss and the GAN cross-entropies.
+
+Perceptual loss (Johnson et al. 2016, "Perceptual losses for real-time style transfer and
+super-resolution"): compare two images not only pixel by pixel but through the feature maps of
+a frozen network phi,
+
+    L_feat(y_hat, y) = sum_l  w_l * mean |phi_l(y_hat) - phi_l(y)|
+
+so a prediction is pulled toward the right edges, textures and colors rather than toward the
+pixel-wise mean. Narkhede et al. pretrain their generator with it (as DeOldify does, with L1 and
+VGG16 features), before any adversarial training.
+
+Which network phi:
+- `VGG16Features(weights)`: VGG16's convolutional layers in the layout of torchvision's
+  `vgg16().features`, loaded from a local weights file the user points to (torchvision's
+  `vgg16-397923af.pth` or any state dict with `features.N.*` keys). Nothing is downloaded.
+- `RandomFeatures(seed)`: the course's stand-in when there is no such file: the same VGG-style
+  stack of 3x3 convolutions and ReLUs, with seeded random (He-initialised) weights, frozen.
+  Random convolutional features are not semantic, but they respond to local color, contrast and
+  texture at several scales, which is what this loss adds over pixel L1 on a colorization
+  problem. Its `name` says what it is, and notebooks print it.
+
+Not a stand-in: a network that sees only L (like the course baseline's encoder). Predicted and true
+images share their L exactly, so its features of both would be identical and the loss would be zero.
+
+GAN losses (Goodfellow et al. 2014), on logits z = D(x), with softplus(z) = -log(1 - sigmoid(z)):
+
+    critic:    L_D = -log D(real) - log(1 - D(fake))  = softplus(-z_real) + softplus(z_fake)
+    generator: L_G = -log D(fake)                      = softplus(-z_fake)     (non-saturating)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["VGG16Features", "RandomFeatures", "FeatureLoss", "feature_network",
+           "critic_loss", "generator_adversarial_loss", "VGG16_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+# torchvision's vgg16().features: 13 convolutions ("M" = 2x2 max-pool), ReLU after each convolution
+_VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+# indices in that Sequential of relu1_2, relu2_2, relu3_3 (Johnson et al.'s layers)
+VGG16_LAYERS = (3, 8, 15)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _vgg_stack(last_index: int, width: int = 64) -> nn.Sequential:
+    """The first `last_index + 1` modules of VGG16's `features`, with torchvision's indices;
+    `width` scales the channels (64: VGG16's own 64-128-256-512)."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for item in _VGG16_PLAN:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            c_out = item * width // 64
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=False)]
+            c_in = c_out
+    return nn.Sequential(*layers[:last_index + 1])
+
+
+class _FrozenFeatures(nn.Module):
+    """RGB (B, 3, H, W) in [0, 1] -> [phi_l(x) for l in layers], a frozen network in eval mode."""
+
+    name: str = ""
+
+    def __init__(self, layers: Sequence[int], width: int = 64):
+        super().__init__()
+        self.layers = tuple(sorted(int(i) for i in layers))
+        if not self.layers or self.layers[0] < 0 or self.layers[-1] >= len(_vgg_stack(99, 1)):
+            raise ValueError(f"feature layers must be indices into VGG16's 31 feature modules, got {layers}")
+        self.features = _vgg_stack(self.layers[-1], width)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _freeze(self) -> None:
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "_FrozenFeatures":
+        return super().train(False)              # always eval: nothing in it may change
+
+    def forward(self, rgb: Tensor) -> list[Tensor]:
+        if rgb.dim() != 4 or rgb.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected RGB (B, 3, H, W) in [0, 1], got {tuple(rgb.shape)}")
+        x = (rgb - self.mean) / self.std
+        outputs = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)                                        # (B, C_i, H / 2^k, W / 2^k)
+            if i in self.layers:
+                outputs.append(x)
+        return outputs
+
+
+class VGG16Features(_FrozenFeatures):
+    """VGG16 (Simonyan & Zisserman 2015) feature maps from a local weights file; frozen.
+
+    `weights`: a file holding torchvision's VGG16 state dict (`features.N.weight` / `.bias`; the
+    classifier's keys are ignored), or the `features` Sequential's own keys (`N.weight`).
+    `layers`: indices in torchvision's `features` Sequential whose outputs are compared
+    (default relu1_2, relu2_2, relu3_3).
+    """
+
+    def __init__(self, weights: str | os.PathLike, layers: Sequence[int] = VGG16_LAYERS):
+        super().__init__(layers)
+        path = Path(weights)
+        self.name = f"VGG16 features {list(self.layers)} from {path.name}"
+        if not path.is_file():
+            raise FileNotFoundError(f"VGG16Features: no weights file at {path}; pass the path of a local "
+                                    "vgg16 state dict (e.g. torchvision's vgg16-397923af.pth), or use RandomFeatures")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"VGG16Features: cannot read {path} as a torch state dict: {err}") from err
+        if not isinstance(state, dict):
+            raise ValueError(f"VGG16Features: {path} holds a {type(state).__name__}, not a state dict")
+        if any(k.startswith("features.") for k in state):
+            state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        wanted = self.features.state_dict()
+        missing = [k for k in wanted if k not in state]
+        wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in wanted.items()
+                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+        if missing or wrong:
+            raise ValueError(f"VGG16Features: {path} is not a VGG16 state dict; missing {missing[:4]}"
+                             f"{'...' if len(missing) > 4 else ''}, wrong shapes {wrong[:4]}")
+        self.features.load_state_dict({k: state[k] for k in wanted})
+        self._freeze()
+
+
+class RandomFeatures(_FrozenFeatures):
+    """The stand-in for VGG16: the same layers with seeded random He-initialised weights, frozen.
+
+    `width` scales the channels (64 is VGG16's; the course uses 16, a sixteenth of the compute, so
+    a CPU step stays fast). Identical on every run and machine (a private generator seeded with `seed`).
+    """
+
+    def __init__(self, layers: Sequence[int] = VGG16_LAYERS, seed: int = 0, width: int = 16):
+        super().__init__(layers, width)
+        self.name = (f"random VGG16-layout features at width {width}, layers {list(self.layers)} "
+                     f"(seed {seed}, untrained stand-in for VGG16)")
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for conv in (m for m in self.features if isinstance(m, nn.Conv2d)):
+                fan_in = conv.in_channels * 9
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * math.sqrt(2 / fan_in))
+                conv.bias.zero_()
+        self._freeze()
+
+
+def feature_network(source: str | os.PathLike | None = None, *, seed: int = 0, width: int = 16) -> _FrozenFeatures:
+    """phi for the perceptual loss: VGG16 from `source` (a local weights file) or, when None or
+    "random", the seeded random stand-in of the given width."""
+    if source is None or str(source) == "random":
+        return RandomFeatures(seed=seed, width=width)
+    return VGG16Features(source)
+
+
+class FeatureLoss(nn.Module):
+    """Pixel L1 plus weighted L1 distances between feature maps of a frozen network (Johnson et al.).
+
+        L = w_pixel * mean |y_hat - y|  +  sum_l w_l * mean |phi_l(y_hat) - phi_l(y)|
+
+    `forward(pred_rgb, target_rgb, pixel_pred=None, pixel_target=None)`: the feature terms use the
+    RGB images; the pixel term uses `pixel_pred` / `pixel_target` when given (e.g. ab / 110, the
+    quantity a colorizer predicts) and the RGB images otherwise. Returns (loss, parts) with parts
+    {"pixel": ..., "feature": ...} for logging.
+    """
+
+    def __init__(self, network: _FrozenFeatures, layer_weights: Sequence[float] | None = None,
+                 pixel_weight: float = 1.0):
+        super().__init__()
+        self.network = network
+        weights = [1.0] * len(network.layers) if layer_weights is None else [float(w) for w in layer_weights]
+        if len(weights) != len(network.layers):
+            raise ValueError(f"FeatureLoss: {len(weights)} layer weights for {len(network.layers)} layers")
+        self.layer_weights, self.pixel_weight = weights, float(pixel_weight)
+
+    @property
+    def name(self) -> str:
+        return self.network.name
+
+    def forward(self, pred_rgb: Tensor, target_rgb: Tensor, pixel_pred: Tensor | None = None,
+                pixel_target: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        if pred_rgb.shape != target_rgb.shape:
+            raise ValueError(f"FeatureLoss: prediction {tuple(pred_rgb.shape)} and target {tuple(target_rgb.shape)} differ")
+        a, b = (pred_rgb, target_rgb) if pixel_pred is None else (pixel_pred, pixel_target)
+        pixel = F.l1_loss(a, b)
+        with torch.no_grad():
+            target_feats = self.network(target_rgb)
+        pred_feats = self.network(pred_rgb)               # gradients flow to pred_rgb, not into phi
+        feature = sum(w * F.l1_loss(p, t) for w, p, t in zip(self.layer_weights, pred_feats, target_feats))
+        return self.pixel_weight * pixel + feature, {"pixel": pixel.detach(), "feature": feature.detach()}
+
+
+def critic_loss(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """-log D(real) and -log(1 - D(fake)), each averaged: the critic's binary cross-entropies."""
+    return F.softplus(-real_logits).mean(), F.softplus(fake_logits).mean()
+
+
+def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
+    """-log D(fake): the non-saturating generator loss of Goodfellow et al. (2014)."""
+    return F.softplus(-fake_logits).mean()
