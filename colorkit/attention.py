@@ -449,6 +449,8 @@ class SelfAttention2d(nn.Module):
     As in the SAGAN paper and the open colorization implementations that follow it (DeOldify),
     `spectral_norm=True` puts spectral normalisation on f, g and h. In the notation of
     `scaled_dot_product_attention`, j is the query (g) and i the key (f) and value (h).
+    SAGAN's published code adds a 1x1 output projection after o (and shrinks h to C/2); like
+    DeOldify, and as Narkhede et al. describe it, this layer has none: h maps C -> C.
     """
 
     def __init__(self, channels: int, *, reduction: int = 8, spectral_norm: bool = True):

@@ -190,6 +190,8 @@ class FeatureLoss(nn.Module):
                 pixel_target: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         if pred_rgb.shape != target_rgb.shape:
             raise ValueError(f"FeatureLoss: prediction {tuple(pred_rgb.shape)} and target {tuple(target_rgb.shape)} differ")
+        if (pixel_pred is None) != (pixel_target is None):
+            raise ValueError("FeatureLoss: give both pixel_pred and pixel_target, or neither")
         a, b = (pred_rgb, target_rgb) if pixel_pred is None else (pixel_pred, pixel_target)
         pixel = F.l1_loss(a, b)
         with torch.no_grad():

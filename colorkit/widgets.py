@@ -85,9 +85,10 @@ class BlindABTest:
         shapes = {name: a.shape for name, a in arrays.items()}
         if len(set(shapes.values())) != 1:
             raise ValueError(f"every model needs colorizations of the same images and size; got shapes {shapes}")
+        for name, a in arrays.items():
+            if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
+                raise ValueError(f"images of {name!r} must be uint8 shaped (N, H, W, 3), got {a.dtype} {a.shape}")
         first = next(iter(arrays.values()))
-        if first.ndim != 4 or first.shape[-1] != 3 or first.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 arrays shaped (N, H, W, 3), got {first.dtype} {first.shape}")
         self.images = arrays
         self.trials = blind_trials(list(arrays), first.shape[0], seed=seed)
         self.choices: list[str] = []
@@ -146,7 +147,8 @@ def ab_test_widget(test: BlindABTest, *, scale: int = 4):
             return
         trial, a, b = step
         left.value, right.value = _png(a, scale), _png(b, scale)
-        status.value = f"trial {counts['answered'] + 1} of {len(test.trials)}; so far preferred {rates or '-'}"
+        # blind: no running tally until the end, or the viewer would learn which model is which
+        status.value = f"trial {counts['answered'] + 1} of {len(test.trials)}"
 
     def on_choice(side: str):
         def handler(_: Any) -> None:

@@ -118,6 +118,8 @@ def test_generator_rejects_bad_input_and_bad_config():
         G(torch.rand(1, 1, 32, 32), hint_ab=torch.zeros(1, 2, 32, 32))
     with pytest.raises(ValueError, match="attention_scale"):
         models.build({"name": "narkhede", "depth": 3, "attention_scale": 16})
+    with pytest.raises(ValueError, match="multiple of 8"):
+        models.build({"name": "narkhede", "width": 10, "depth": 3, "attention_scale": 2})
     with pytest.raises(ValueError, match="unknown phase"):
         narkhede.phase("nope", *tiny_gan())
 
@@ -137,7 +139,7 @@ def test_each_phase_updates_only_the_models_it_should(tmp_path):
     g0, d0 = states(G), states(D)
     run_phase(tmp_path, "generator", G, D)
     g1, d1 = states(G), states(D)
-    assert not same(g0, g1) and same(d0, d1)
+    assert not same(g0, g1) and same(d0, d1)          # phase 1 is given only G: by construction D stays
     run_phase(tmp_path, "critic", G, D)
     g2, d2 = states(G), states(D)
     # G frozen: its weights, batch norm statistics and spectral norm vectors all stay put
@@ -184,6 +186,12 @@ def test_snapshots_are_loadable_and_the_chosen_one_colorizes_through_the_cli(tmp
     Trainer(models_, step, ToyWorld(32, length=16), config, out_dir=tmp_path / "gan", optimizers=optimizers,
             val_fn=validator).fit()
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["step_0000002.pt", "step_0000004.pt"]
+    # the pretrained generator as a candidate, step 0, measured the same way in small batches
+    untrained, _ = tiny_gan()
+    metrics0 = narkhede.SnapshotValidator(val_rgb, tmp_path / "snapshots", batch_size=3).snapshot(untrained.eval(), 0)
+    assert set(metrics0) == {"psnr", "ssim", "colorfulness"} and validator.path(0).exists()
+    torch.testing.assert_close(colorkit.load(validator.path(0))(torch.full((1, 1, 32, 32), 50.0)),
+                               untrained(torch.full((1, 1, 32, 32), 50.0)))
     loaded = colorkit.load(validator.path(4))
     G.eval()
     L = torch.rand(1, 1, 32, 32) * 100
@@ -209,7 +217,19 @@ def test_critic_accuracy_counts_real_and_fake_decisions():
         def forward(self, L, ab):
             return (ab.abs().mean(dim=(1, 2, 3), keepdim=True) - self.threshold).expand(-1, 1, 4, 4)
 
-    assert narkhede.critic_accuracy(Judge(-1.0), G, rgb) == {"real": 1.0, "fake": 0.0, "accuracy": 0.5}
+    class Gray(torch.nn.Module):
+        """A generator that predicts ab = 0 everywhere."""
+
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, L):
+            return torch.zeros(L.shape[0], 2, *L.shape[-2:])
+
+    # real ToyWorld images have mean |ab| far above 1, the gray generator's is 0: a perfect judge
+    assert narkhede.critic_accuracy(Judge(1.0), Gray(), rgb) == {"real": 1.0, "fake": 1.0, "accuracy": 1.0}
+    assert narkhede.critic_accuracy(Judge(-1.0), Gray(), rgb) == {"real": 1.0, "fake": 0.0, "accuracy": 0.5}
     assert narkhede.critic_accuracy(Judge(1e6), G, rgb) == {"real": 0.0, "fake": 1.0, "accuracy": 0.5}
 
 

@@ -30,7 +30,7 @@ Design choices the paper leaves open (ours):
   positions costs N^2, which at 1/8 of 256 x 256 is 1024^2 per image: affordable; at full
   resolution it would be 65536^2.
 - Spectral norm on every convolution of G and D (the paper: "modified to incorporate spectral
-  normalization"); batch norm in G's encoder (ResNet-like, as DeOldify's), none in its decoder
+  normalization") except G's 1x1 output head, which only scales what tanh receives; batch norm in G's encoder (ResNet-like, as DeOldify's), none in its decoder
   (spectral norm is its normaliser there) or in D.
 - D sees the whole Lab image, unconditional (the paper's D(x) of a color image x).
 - GAN losses: the binary cross-entropies the paper describes (D outputs "the probability of
@@ -139,6 +139,10 @@ class SAGANUNet(Colorizer):
         self.critic_kwargs = {"width": critic_width, "n_layers": critic_layers,
                               "attention_scale": critic_attention_scale, "spectral_norm": spectral_norm}
         widths = [width * min(2**i, 8) for i in range(depth + 1)]             # C, 2C, 4C, 8C, 8C
+        if attention_scale is not None and widths[int(math.log2(attention_scale))] % 8:
+            raise ValueError(f"narkhede: the attention layer at 1/{attention_scale} has "
+                             f"{widths[int(math.log2(attention_scale))]} channels (from width={width}); SAGAN's "
+                             "query/key projections need a multiple of 8: choose width as a multiple of 8")
         self.stem = EncoderBlock(1, widths[0], stride=1, spectral_norm=spectral_norm)
         self.down = nn.ModuleList(EncoderBlock(widths[i], widths[i + 1], 2, spectral_norm) for i in range(depth))
         # decoder block i turns 1/2^(i+1) into 1/2^i
@@ -194,6 +198,9 @@ class SACritic(nn.Module):
             raise ValueError(f"SACritic: attention_scale must be one of {scales} or None, got {attention_scale}")
         self.config = {"name": "narkhede_critic", "width": width, "n_layers": n_layers,
                        "attention_scale": attention_scale, "spectral_norm": spectral_norm}
+        if attention_scale is not None and (width * min(attention_scale // 2, 8)) % 8:
+            raise ValueError(f"SACritic: the attention layer at 1/{attention_scale} has {width * min(attention_scale // 2, 8)} "
+                             f"channels (from width={width}); SAGAN's projections need a multiple of 8")
         layers: list[nn.Module] = []
         c_in = 3
         for i in range(1, n_layers + 1):
@@ -221,7 +228,9 @@ class SACritic(nn.Module):
 def _feature_loss(ctx, feature_loss: FeatureLoss | None) -> FeatureLoss:
     """The step's feature loss on the run's device: the given one, or the default stand-in."""
     if feature_loss is None:
-        feature_loss = ctx.__dict__.setdefault("_narkhede_feature_loss", FeatureLoss(feature_network()))
+        if "_narkhede_feature_loss" not in ctx.__dict__:
+            ctx._narkhede_feature_loss = FeatureLoss(feature_network())
+        feature_loss = ctx._narkhede_feature_loss
     return feature_loss.to(ctx.device)
 
 
@@ -358,33 +367,41 @@ class SnapshotValidator:
 
     Every call (every `val_every` steps) writes `folder/step_XXXXXXX.pt`, a checkpoint holding G
     alone that `colorkit.load` reads, and returns PSNR, SSIM and colorfulness of G's colorizations
-    of `rgb` (N, 3, H, W). `choose_snapshot` then picks among them.
+    of `rgb` (N, 3, H, W), colorized `batch_size` at a time. `snapshot(G, 0)` does the same for the
+    pretrained generator, so "no GAN phase at all" is a candidate too. `choose_snapshot` then picks.
     """
 
-    def __init__(self, rgb: Tensor, folder: str | os.PathLike):
-        self.rgb, self.folder = rgb.float(), Path(folder)
+    def __init__(self, rgb: Tensor, folder: str | os.PathLike, *, batch_size: int = 32):
+        self.rgb, self.folder, self.batch_size = rgb.float(), Path(folder), batch_size
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, step: int) -> Path:
         return self.folder / f"step_{step:07d}.pt"
 
-    def __call__(self, ctx) -> dict[str, float]:
+    @torch.no_grad()
+    def snapshot(self, generator: nn.Module, step: int, train_config: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Save `generator` as the snapshot of `step` and return its validation metrics."""
         from colorkit import metrics
         from colorkit.data import lab_batch
         from colorkit.train import CHECKPOINT_FORMAT, save_checkpoint
 
-        G = ctx.models["generator"]
-        rgb = self.rgb.to(ctx.device)
-        lab = lab_batch(rgb)
-        pred = lab_to_rgb(torch.cat([lab["L"], G(lab["L"]).float()], dim=1))   # (N, 3, H, W)
-        unwrapped = ctx.unwrapped["generator"]
-        save_checkpoint({"format": CHECKPOINT_FORMAT, "step": ctx.step,
-                         "models": {"generator": {"config": unwrapped.config,
-                                                  "state": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}}},
-                         "ema": {}, "optimizers": {}, "schedulers": {}, "train_config": ctx.config.to_dict(), "rng": {}},
-                        self.path(ctx.step))
-        return {"psnr": metrics.psnr(pred, rgb), "ssim": metrics.ssim(pred, rgb),
+        device = next(generator.parameters()).device
+        preds = []
+        for chunk in self.rgb.split(self.batch_size):
+            L = lab_batch(chunk.to(device))["L"]
+            preds.append(lab_to_rgb(torch.cat([L, generator(L).float()], dim=1)).cpu())   # (n, 3, H, W)
+        pred = torch.cat(preds)
+        save_checkpoint({"format": CHECKPOINT_FORMAT, "step": step,
+                         "models": {"generator": {"config": generator.config,
+                                                  "state": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}},
+                         "ema": {}, "optimizers": {}, "schedulers": {}, "train_config": dict(train_config or {}), "rng": {}},
+                        self.path(step))
+        return {"psnr": metrics.psnr(pred, self.rgb), "ssim": metrics.ssim(pred, self.rgb),
                 "colorfulness": metrics.colorfulness(pred)}
+
+    def __call__(self, ctx) -> dict[str, float]:
+        # the plain generator (in eval mode, EMA weights swapped in when there is an EMA)
+        return self.snapshot(ctx.unwrapped["generator"], ctx.step, ctx.config.to_dict())
 
 
 def choose_snapshot(records: Sequence[Mapping[str, Any]], *, reference_psnr: float, gray_psnr: float,
