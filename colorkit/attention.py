@@ -24,6 +24,10 @@ window attention of Swin (Liu et al. 2021) that later models build on:
   `BahdanauAttention` (additive: v^T tanh(W_1 h_t + W_2 hbar_s)): encoder-decoder attention of a
   query over source positions, returning (context, weights); `AttentionVector`: Luong's
   tanh(W_c [c_t; h_t]). Lakhani (sec. 3.5) uses them over an image's fused features.
+- `SqueezeExcitation` (Hu et al. 2018), `CBAM` (Woo et al. 2018) and `SMSA`, the stacked multi-scale
+  attention of Jiang et al. (SMSANet, eq. 1-4: spatial maps at scales H/2^k weighted by learned
+  lambda_k in (0, 1), a channel map, F' = F + F * A_s * A_n): channel and spatial attention on
+  convolutional feature maps (B, C, H, W), the same shape out; Jiang et al.'s ablation compares them.
 - `attention_flops`, `attention_matrix_elements`: what each kind costs, analytically.
 
 Conventions
@@ -60,6 +64,9 @@ __all__ = [
     "LuongAttention",
     "BahdanauAttention",
     "AttentionVector",
+    "SqueezeExcitation",
+    "CBAM",
+    "SMSA",
     "attention_flops",
     "attention_matrix_elements",
     "ATTENTION_KINDS",
@@ -690,3 +697,228 @@ class AttentionVector(nn.Module):
             raise ValueError(f"AttentionVector: context (..., n, {self.context_dim}) and query "
                              f"(..., n, {self.query_dim}) must match, got {tuple(context.shape)} and {tuple(query.shape)}")
         return torch.tanh(self.W_c(torch.cat([context, query], dim=-1)))       # (..., n, out_dim)   (eq. iii)
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel and spatial attention on convolutional feature maps x (B, C, H, W): SENet (Hu et al.
+# 2018), CBAM (Woo et al. 2018) and the stacked multi-scale attention of Jiang et al. (SMSANet),
+# the three attention modules of Jiang et al.'s ablation (Table 2). Each maps x to a tensor of
+# the same shape, for any H and W.
+# ---------------------------------------------------------------------------------------------
+
+def _check_feature_map(x: Tensor, channels: int, where: str) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{where}: x must be a feature map (B, {channels}, H, W), got {shape}")
+
+
+def _check_channels_reduction(channels: int, reduction: int, where: str) -> int:
+    """The hidden width of a channel MLP, C / r (at least 1)."""
+    if not isinstance(channels, int) or channels <= 0:
+        raise ValueError(f"{where}: channels must be a positive int, got {channels!r}")
+    if not isinstance(reduction, int) or reduction <= 0:
+        raise ValueError(f"{where}: reduction must be a positive int, got {reduction!r}")
+    return max(1, channels // reduction)
+
+
+def _channel_max_mean(x: Tensor) -> Tensor:
+    """[max_c x; mean_c x]: the two channel-pooled maps of a feature map, (B, C, H, W) -> (B, 2, H, W)."""
+    return torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018, "Squeeze-and-excitation networks", sec. 3):
+
+        z_c = 1/(HW) sum_ij x_c(i, j)                   squeeze: global average pooling     (Hu eq. 2)
+        s   = sigma(W_2 ReLU(W_1 z))                    excitation, W_1: C -> C/r, W_2: C/r -> C  (Hu eq. 3)
+        y_c = s_c x_c                                   scale each channel                   (Hu eq. 4)
+
+    x (B, C, H, W) -> y (B, C, H, W). The hidden width is C // r (at least 1); both FC layers
+    have biases, as in SENet. `forward(x, return_maps=True)` also returns {"s": (B, C, 1, 1)}.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = _check_channels_reduction(channels, reduction, "SqueezeExcitation")
+        self.channels, self.reduction, self.hidden = channels, reduction, hidden
+        self.fc1 = nn.Linear(channels, hidden)   # W_1
+        self.fc2 = nn.Linear(hidden, channels)   # W_2
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}, hidden={self.hidden}"
+
+    def excitation(self, x: Tensor) -> Tensor:
+        """The channel weights s: x (B, C, H, W) -> (B, C, 1, 1) in (0, 1)."""
+        _check_feature_map(x, self.channels, type(self).__name__)
+        z = x.mean(dim=(2, 3))                                  # (B, C)                     (eq. 2)
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(z))))        # (B, C)                     (eq. 3)
+        return s[:, :, None, None]                              # (B, C, 1, 1)
+
+    def forward(self, x: Tensor, *, return_maps: bool = False) -> Tensor | tuple[Tensor, dict]:
+        s = self.excitation(x)
+        y = s * x                                               # (B, C, H, W)               (eq. 4)
+        return (y, {"s": s}) if return_maps else y
+
+
+class CBAM(nn.Module):
+    """Convolutional block attention module (Woo et al. 2018, sec. 3): channel, then spatial attention.
+
+        F'  = M_c(F) * F                                                                (Woo eq. 1)
+        F'' = M_s(F') * F'                                                              (Woo eq. 1)
+        M_c(F) = sigma(MLP(AvgPool(F)) + MLP(MaxPool(F)))       (B, C, 1, 1)            (Woo eq. 2)
+        M_s(F) = sigma(f^{7x7}([AvgPool(F); MaxPool(F)]))       (B, 1, H, W)            (Woo eq. 3)
+
+    In M_c the pooling is over space and the MLP (C -> C/r -> C, ReLU between) is shared by
+    both descriptors; in M_s the pooling is over channels, giving two maps that one 7x7
+    convolution (padding 3, so any H, W) turns into one. Woo et al.'s released code follows
+    that convolution with batch norm; this module has the paper's formula, a convolution with
+    a bias and no batch norm. `forward(x, return_maps=True)` also returns
+    {"M_c": (B, C, 1, 1), "M_s": (B, 1, H, W)}.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
+        super().__init__()
+        hidden = _check_channels_reduction(channels, reduction, "CBAM")
+        if not isinstance(kernel_size, int) or kernel_size <= 0 or kernel_size % 2 == 0:
+            raise ValueError(f"CBAM: kernel_size must be a positive odd int (so the map keeps H x W), "
+                             f"got {kernel_size!r}")
+        self.channels, self.reduction, self.hidden, self.kernel_size = channels, reduction, hidden, kernel_size
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))  # W_1 ReLU(W_0 .)
+        self.spatial = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)   # f^{7x7}
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, reduction={self.reduction}, hidden={self.hidden}, "
+                f"kernel_size={self.kernel_size}")
+
+    def channel_attention(self, x: Tensor) -> Tensor:
+        """M_c(F): x (B, C, H, W) -> (B, C, 1, 1) in (0, 1)                                  (eq. 2)"""
+        _check_feature_map(x, self.channels, type(self).__name__)
+        avg, mx = x.mean(dim=(2, 3)), x.amax(dim=(2, 3))        # each (B, C)
+        return torch.sigmoid(self.mlp(avg) + self.mlp(mx))[:, :, None, None]
+
+    def spatial_attention(self, x: Tensor) -> Tensor:
+        """M_s(F): x (B, C, H, W) -> (B, 1, H, W) in (0, 1)                                  (eq. 3)"""
+        _check_feature_map(x, self.channels, type(self).__name__)
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
+        return torch.sigmoid(self.spatial(pooled))
+
+    def forward(self, x: Tensor, *, return_maps: bool = False) -> Tensor | tuple[Tensor, dict]:
+        m_c = self.channel_attention(x)
+        x = m_c * x                                             # F' = M_c(F) * F            (eq. 1)
+        m_s = self.spatial_attention(x)
+        y = m_s * x                                             # F'' = M_s(F') * F'         (eq. 1)
+        return (y, {"M_c": m_c, "M_s": m_s}) if return_maps else y
+
+
+class SMSA(nn.Module):
+    """Stacked multi-scale attention (Jiang et al., "Stacked multi-scale attention network for image
+    colorization", sec. 2.2, eq. 1-4), on a feature map F (B, C, H, W).
+
+    With n - 1 = `scales` spatial scales k = 1..n-1 and the channel scale k = n:
+
+        V_k = Split(MAP(F))                       (B, 2, ceil(H/2^k), ceil(W/2^k))   k < n   (eq. 1)
+        V_n = GAP(F)                              (B, C)                              k = n   (eq. 1)
+        A_k = Up(sigma(f_k^{3x3}(V_k)))           (B, 1, H, W)                        k < n   (eq. 2)
+        A_n = sigma(W_2 ReLU(W_1 V_n))            (B, C, 1, 1)                        k = n   (eq. 2)
+        A_s = lambda_1 A_1 + ... + lambda_{n-1} A_{n-1},  lambda_k in (0, 1)          (B, 1, H, W)  (eq. 3)
+        F'  = F + F * A_s * A_n                   (B, C, H, W)                                (eq. 4)
+
+    Choices the paper leaves open, made here:
+    - MAP(F) is the pair of channel-pooled maps [max_c F; mean_c F] (as CBAM's spatial branch).
+      Split averages them over 2^k x 2^k patches (average pooling, stride 2^k); a patch cut by
+      the image border averages the pixels it has, so the grid is ceil(H/2^k) x ceil(W/2^k),
+      at least 1 x 1 for any H, W.
+    - f_k^{3x3} is one 3x3 convolution 2 -> 1 (padding 1, with a bias) per scale.
+    - Up resizes to exactly (H, W): `upsample="bilinear"` (default; smooth maps, no patch seams in
+      the features) or "nearest", which repeats each patch's value over the pixels of that patch
+      (the exact inverse of Split; the block maps of the paper's Fig. 1).
+    - lambda_k = eps + (1 - 2 eps) sigmoid(theta_k) with a free parameter theta_k and eps = 1e-4:
+      a sigmoid alone rounds to exactly 1 in float32 once theta > ~17 (and to 0 below ~-104); the
+      margin keeps every lambda strictly inside (0, 1) whatever the optimiser does. Initialised to
+      lambda_k = 1 / (n - 1) (0.5 when there is one scale), so A_s starts as the mean of the A_k.
+    - The channel MLP W_1: C -> C/r, W_2: C/r -> C (hidden width at least 1) has biases, as SENet.
+
+    `forward(F, return_maps=True)` also returns {"A_k": [(B, 1, H, W)] * (n - 1), "A_s": (B, 1, H, W),
+    "A_n": (B, C, 1, 1), "lambdas": (n - 1,)} for plots.
+    """
+
+    LAMBDA_MARGIN = 1e-4
+
+    def __init__(self, channels: int, scales: int = 3, reduction: int = 16, *, upsample: str = "bilinear"):
+        super().__init__()
+        hidden = _check_channels_reduction(channels, reduction, "SMSA")
+        if not isinstance(scales, int) or scales <= 0:
+            raise ValueError(f"SMSA: scales (the number n - 1 of spatial scales) must be a positive int, "
+                             f"got {scales!r}")
+        if upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"SMSA: upsample must be 'bilinear' or 'nearest', got {upsample!r}")
+        self.channels, self.scales, self.reduction, self.hidden, self.upsample = (
+            channels, scales, reduction, hidden, upsample)
+        self.spatial = nn.ModuleList(nn.Conv2d(2, 1, 3, padding=1) for _ in range(scales))   # f_k^{3x3}, k < n
+        self.fc1 = nn.Linear(channels, hidden)   # W_1
+        self.fc2 = nn.Linear(hidden, channels)   # W_2
+        # theta_k with lambda_k(theta_k) = 1 / (n - 1), or 0.5 for a single scale
+        eps = self.LAMBDA_MARGIN
+        start = (min(0.5, 1.0 / scales) - eps) / (1 - 2 * eps)
+        self.lambda_logits = nn.Parameter(torch.full((scales,), math.log(start / (1 - start))))
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, scales={self.scales}, reduction={self.reduction}, "
+                f"hidden={self.hidden}, upsample={self.upsample!r}")
+
+    @property
+    def lambdas(self) -> Tensor:
+        """lambda_1..lambda_{n-1}, each strictly in (0, 1): (n - 1,)                            (eq. 3)"""
+        eps = self.LAMBDA_MARGIN
+        return eps + (1 - 2 * eps) * torch.sigmoid(self.lambda_logits)
+
+    def split(self, x: Tensor, k: int) -> Tensor:
+        """V_k = Split(MAP(F)): x (B, C, H, W) -> (B, 2, ceil(H/2^k), ceil(W/2^k)), k = 1..n-1   (eq. 1)"""
+        _check_feature_map(x, self.channels, type(self).__name__)
+        if not isinstance(k, int) or not 1 <= k <= self.scales:
+            raise ValueError(f"SMSA.split: k must be a spatial scale in 1..{self.scales}, got {k!r}")
+        return self._split(_channel_max_mean(x), k)
+
+    @staticmethod
+    def _split(pooled: Tensor, k: int) -> Tensor:
+        """Split: mean of (B, 2, H, W) over 2^k x 2^k patches -> (B, 2, ceil(H/2^k), ceil(W/2^k))."""
+        patch = 2 ** k
+        # ceil_mode with no padding: a border patch averages only the pixels inside the image
+        return F.avg_pool2d(pooled, patch, stride=patch, ceil_mode=True)
+
+    def _up(self, a: Tensor, k: int, size: tuple[int, int]) -> Tensor:
+        """Up: (B, 1, ceil(H/2^k), ceil(W/2^k)) -> (B, 1, H, W)."""
+        if self.upsample == "nearest":
+            patch = 2 ** k
+            return a.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)[:, :, :size[0], :size[1]]
+        return F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+
+    def spatial_maps(self, x: Tensor) -> list[Tensor]:
+        """A_1..A_{n-1}, each (B, 1, H, W) in [0, 1]                                            (eq. 2)"""
+        _check_feature_map(x, self.channels, type(self).__name__)
+        size = (x.shape[2], x.shape[3])
+        pooled = _channel_max_mean(x)                                     # MAP(F): (B, 2, H, W), once for all k
+        maps = []
+        for k, conv in enumerate(self.spatial, start=1):
+            v_k = self._split(pooled, k)                                  # (B, 2, ceil(H/2^k), ceil(W/2^k))  (eq. 1)
+            maps.append(self._up(torch.sigmoid(conv(v_k)), k, size))      # A_k = Up(sigma(f^{3x3}(V_k)))  (eq. 2)
+        return maps
+
+    def channel_map(self, x: Tensor) -> Tensor:
+        """A_n = sigma(W_2 ReLU(W_1 GAP(F))): x (B, C, H, W) -> (B, C, 1, 1)                  (eq. 1-2, k = n)"""
+        _check_feature_map(x, self.channels, type(self).__name__)
+        v_n = x.mean(dim=(2, 3))                                          # GAP(F): (B, C)   (eq. 1)
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(v_n))))[:, :, None, None]
+
+    def forward(self, x: Tensor, *, return_maps: bool = False) -> Tensor | tuple[Tensor, dict]:
+        _check_feature_map(x, self.channels, type(self).__name__)
+        a_k = self.spatial_maps(x)                                        # n - 1 maps (B, 1, H, W)
+        lambdas = self.lambdas                                            # (n - 1,)
+        # A_s = sum_k lambda_k A_k                                                            (eq. 3)
+        a_s = sum(lam * a for lam, a in zip(lambdas, a_k))                # (B, 1, H, W)
+        a_n = self.channel_map(x)                                         # (B, C, 1, 1)
+        # F' = F + F * A_s * A_n                                                              (eq. 4)
+        y = x + x * a_s * a_n                                             # (B, C, H, W)
+        if return_maps:
+            return y, {"A_k": a_k, "A_s": a_s, "A_n": a_n, "lambdas": lambdas}
+        return y

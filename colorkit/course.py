@@ -58,7 +58,7 @@ def _parse_value(text: str):
         return text
 
 
-RESULT_COLUMNS = ("notebook", "model", "preset", "parameters", "train_seconds", "psnr", "ssim", "colorfulness",
+RESULT_COLUMNS = ("notebook", "model", "variant", "preset", "parameters", "train_seconds", "psnr", "ssim", "colorfulness",
                   "gray_psnr", "checkpoint")
 
 

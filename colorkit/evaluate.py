@@ -81,3 +81,54 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 32,
     if count == 0:
         raise ValueError("evaluate() got an empty validation set")
     return {**{k: v / count for k, v in sums.items()}, "images": count}
+
+
+# ---------------------------------------------------------------------------------------------
+# Hints: the same seeded hints for every method, and PSNR against their number
+# ---------------------------------------------------------------------------------------------
+
+HINT_SEED = 1  # fixed: notebooks 06 and 07 give every method the same hints
+
+
+def fixed_hints(rgb: torch.Tensor, count: int, *, patch: int = 2, seed: int = HINT_SEED) -> dict[str, torch.Tensor]:
+    """`count` hints per image of rgb (N, 3, H, W), uniformly placed, each the mean true ab of its
+    patch x patch square. Hint-major and seeded: the hints for 5 are the first 5 of those for 50."""
+    lab = data.lab_batch(rgb.float())
+    hints = data.sample_hints(lab["ab"], count, patch=patch, mode="uniform", seed=seed)
+    return {"L": lab["L"], "hint_ab": hints["hint_ab"], "hint_mask": hints["hint_mask"]}
+
+
+def mean_hint_color(L: torch.Tensor, hint_ab: torch.Tensor, hint_mask: torch.Tensor) -> torch.Tensor:
+    """The simplest reference: each image's mean hint ab painted everywhere (gray without hints)."""
+    weight = hint_mask.sum(dim=(2, 3), keepdim=True)                                   # (B, 1, 1, 1)
+    mean = (hint_ab * hint_mask).sum(dim=(2, 3), keepdim=True) / weight.clamp(min=1)   # (B, 2, 1, 1)
+    return mean.expand(-1, -1, *L.shape[-2:]) * (weight > 0)
+
+
+@torch.no_grad()
+def psnr_vs_hints(predict, rgb: torch.Tensor, counts, *, patch: int = 2, seed: int = HINT_SEED,
+                  batch_size: int = 32) -> dict[int, float]:
+    """PSNR (RGB, dB, mean over images) of predict(L, hint_ab, hint_mask) -> ab for each hint count.
+
+    `predict` is a hint-taking model (called with keywords) or any function of the three tensors, e.g.
+    `mean_hint_color` or `colorkit.levin.levin_colorize`; every method gets the same `fixed_hints`.
+    """
+    if isinstance(predict, torch.nn.Module):
+        model = predict.eval()
+        device = next(model.parameters()).device
+
+        def predict(L, hint_ab, hint_mask):                                  # noqa: F811
+            return model(L.to(device), hint_ab=hint_ab.to(device), hint_mask=hint_mask.to(device)).float().cpu()
+
+    rgb = rgb.float().cpu()
+    curve = {}
+    for count in counts:
+        inputs = fixed_hints(rgb, int(count), patch=patch, seed=seed)       # for all images at once: no batch dependence
+        total = 0.0
+        for i in range(0, rgb.shape[0], batch_size):
+            part = {k: v[i:i + batch_size] for k, v in inputs.items()}
+            ab = predict(part["L"], part["hint_ab"], part["hint_mask"])
+            pred = lab_to_rgb(torch.cat([part["L"], ab.float().cpu()], dim=1))
+            total += metrics.psnr(pred, rgb[i:i + batch_size]) * pred.shape[0]
+        curve[int(count)] = total / rgb.shape[0]
+    return curve

@@ -118,9 +118,12 @@ def save_run(out_dir: str | os.PathLike, config: Mapping[str, Any], metrics: Map
 
 
 def trained_model_record(model: torch.nn.Module, *, checkpoint: str | os.PathLike, preset: str,
-                         train_seconds: float, val: Mapping[str, Any], data: str) -> dict[str, Any]:
-    """What the results table shows for a trained model: its name, size, time and validation metrics."""
+                         train_seconds: float, val: Mapping[str, Any], data: str, variant: str = "") -> dict[str, Any]:
+    """What the results table shows for a trained model: its name, size, time and validation metrics.
+
+    `variant` tells apart several models of one registered name in a notebook (an ablation's rows).
+    """
     config = getattr(model, "config", {}) or {}
-    return {"model": config.get("name", type(model).__name__), "preset": preset,
+    return {"model": config.get("name", type(model).__name__), "variant": variant, "preset": preset,
             "parameters": sum(p.numel() for p in model.parameters()), "train_seconds": round(train_seconds, 1),
             "checkpoint": str(checkpoint), "data": str(data), "val": dict(val)}

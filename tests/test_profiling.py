@@ -21,7 +21,7 @@ def test_cpu_peak_memory_tracks_a_known_allocation():
 
 
 def test_seconds_per_call_is_positive_and_orders_work():
-    x = torch.randn(256, 256)
-    cheap = profiling.seconds_per_call(lambda: x + 1, repeats=3)
-    costly = profiling.seconds_per_call(lambda: x @ x @ x @ x, repeats=3)
+    x, y = torch.randn(4), torch.randn(512, 512)
+    cheap = profiling.seconds_per_call(lambda: x + 1, repeats=5)
+    costly = profiling.seconds_per_call(lambda: y @ y @ y @ y, repeats=5)   # ~0.8 GFLOP against 4 additions
     assert 0 < cheap < costly

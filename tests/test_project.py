@@ -114,9 +114,12 @@ def test_course_run_writes_a_results_table_of_trained_models(smoke_course_run):
         assert row["preset"] == "smoke" and row["parameters"] > 0
         assert all(isinstance(row["val"][key], float) for key in ("psnr", "ssim"))
     table = (out / "results.md").read_text()
+    assert len({row["checkpoint"] for row in results}) == len(results), "two rows share a checkpoint"
     for row in results:
-        line = next(line for line in table.splitlines() if line.startswith(f"| {row['notebook']} | {row['model']} |"))
-        assert f"{row['val']['psnr']:.2f}" in line and row["checkpoint"] in line
+        # several variants of one model (an ablation) are told apart by their variant and checkpoint
+        line = next(line for line in table.splitlines()
+                    if line.startswith(f"| {row['notebook']} | {row['model']} |") and f" {row['checkpoint']} " in line)
+        assert f"{row['val']['psnr']:.2f}" in line and f"| {row['variant']} |" in line
 
 
 def test_cli_colorizes_with_a_checkpoint_the_course_run_left(smoke_course_run, tmp_path):

@@ -1,0 +1,215 @@
+"""Jiang et al.: SMSANet, stacked multi-scale attention inside Zhang et al.'s user-guided network.
+
+"Stacked multi-scale attention network for image colorization" (Jiang, Xu, Xia, Yang, Huang, Huang)
+takes BaseNet, the network of Zhang et al. 2017 ("Real-time user-guided image colorization with
+learned deep priors"), and adds attention modules between its feature extraction and its
+reconstruction (their Fig. 1), trained with a Huber loss plus a salient loss:
+
+    input  [L; ab hints; hint mask]                                   (B, 4, H, W)
+    conv1  2 x conv 3x3, C                 (full res)                 (B, C, H, W)      -> shortcut to conv10
+    conv2  2 x conv 3x3, 2C                (1/2)                      (B, 2C, H/2, W/2) -> shortcut to conv9
+    conv3  3 x conv 3x3, 4C                (1/4)                      (B, 4C, H/4, W/4) -> shortcut to conv8
+    conv4  3 x conv 3x3, 8C                (1/8)                      (B, 8C, H/8, W/8)
+    conv5  3 x conv 3x3, 8C, dilation 2    (1/8)   [+ attention]
+    conv6  3 x conv 3x3, 8C, dilation 2    (1/8)   [+ attention]
+    conv7  3 x conv 3x3, 8C                (1/8)   [+ attention]
+    conv8  up (4x4 transposed conv) + shortcut(conv3), 3 x conv, 4C  (1/4)
+    conv9  up + shortcut(conv2), 1 x conv, 2C                        (1/2)
+    conv10 up + shortcut(conv1), 1 x conv, 2C, LeakyReLU             (full res)
+    head   1x1 conv -> tanh * 110 = ab                                (B, 2, H, W)
+
+C = 64 is Zhang et al.'s (widths 64, 128, 256, 512, 512, 512, 512, 256, 128, 128). Downsampling
+takes every second pixel after a block, as their network does; batch norm closes every block.
+
+Where the attention goes. The paper's Fig. 1 puts the stacked modules between the feature
+extraction and the reconstruction; we stack one after each of conv5, conv6 and conv7 (`attention_after`),
+the 1/8-resolution blocks whose dilated receptive fields see the whole image at 256 x 256: there the
+spatial scales H/2^k of eq. 1 still span several cells, and the modules act on the most semantic
+features before the decoder starts to paint. `attention` picks SMSA (eq. 1-4), CBAM or SE (the
+paper's Table 2 ablation), or None (BaseNet).
+
+Loss (sec. 2.3):
+    L_huber = mean Huber_delta=1(ab_pred - ab_true)                        (eq. 5, ab in Lab units)
+    L_sal   = mean |phi(x) ab_true - phi(y) ab_pred|                       (eq. 6)
+    L_total = L_huber + alpha L_sal,  alpha = 1                            (eq. 7)
+phi is a binary foreground map from a saliency detector: PFANet from a local file when given,
+otherwise the spectral residual (colorkit.saliency), computed on the true and on the predicted
+RGB images (without gradient: the detector is frozen, the map only weighs the pixels).
+
+Hints, as Zhang et al. train (sec. 3.2 of their paper): every training image gets a geometric
+number of hints (P(K = k) = (1 - p)^k p, p = 1/8, so about one image in eight gets none and is
+colorized automatically), each a small square carrying its mean true ab. Zhang et al. draw the
+positions from a Gaussian around the centre; we draw them uniformly, so training sees the same
+kind of hints as the hint curves that notebooks 06 and 07 share.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from colorkit.color import lab_to_rgb
+from colorkit.data import geometric_hint_counts, sample_hints
+from colorkit.models import Colorizer, pad_to_multiple, register
+
+__all__ = ["BaseNet", "huber_loss", "salient_loss", "make_smsanet_step", "ATTENTIONS", "AB_SCALE", "HINT_P"]
+
+AB_SCALE = 110.0
+HINT_P = 1 / 8                     # Zhang et al.: geometric number of hints, p = 1/8
+ATTENTIONS = (None, "smsa", "cbam", "se")
+
+
+def _block(c_in: int, c_out: int, n: int, dilation: int = 1) -> nn.Sequential:
+    """n x (3x3 conv + ReLU), then batch norm (Zhang et al.'s block)."""
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
+    layers.append(nn.BatchNorm2d(c_out))
+    return nn.Sequential(*layers)
+
+
+def _attention_module(kind: str, channels: int, scales: int) -> nn.Module:
+    from colorkit.attention import CBAM, SMSA, SqueezeExcitation
+
+    reduction = min(16, max(1, channels // 4))
+    if kind == "smsa":
+        return SMSA(channels, scales=scales, reduction=reduction)
+    if kind == "cbam":
+        return CBAM(channels, reduction=reduction)
+    return SqueezeExcitation(channels, reduction=reduction)
+
+
+@register("jiang")
+class BaseNet(Colorizer):
+    """Zhang et al.'s user-guided network, with optional attention after conv5-7 (SMSANet when "smsa").
+
+    forward(L, *, hint_ab=None, hint_mask=None) -> ab (B, 2, H, W); no hints = automatic colorization.
+    Any H, W (padded by edge replication to a multiple of 8, cropped back).
+    """
+
+    takes_hints = True
+
+    def __init__(self, width: int = 64, image_size: int = 64, attention: str | None = None,
+                 attention_after: Sequence[int] = [5, 6, 7], scales: int = 3):   # a list: configs are JSON
+        super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"jiang: attention must be one of {ATTENTIONS}, got {attention!r}")
+        if not set(attention_after) <= {4, 5, 6, 7}:
+            raise ValueError(f"jiang: attention_after lists blocks among 4-7 (the 1/8-resolution ones), got {attention_after}")
+        self.image_size, self.attention_kind = image_size, attention
+        self.attention_after = tuple(sorted(attention_after)) if attention else ()
+        c = width
+        self.conv1 = _block(4, c, 2)
+        self.conv2 = _block(c, 2 * c, 2)
+        self.conv3 = _block(2 * c, 4 * c, 3)
+        self.conv4 = _block(4 * c, 8 * c, 3)
+        self.conv5 = _block(8 * c, 8 * c, 3, dilation=2)
+        self.conv6 = _block(8 * c, 8 * c, 3, dilation=2)
+        self.conv7 = _block(8 * c, 8 * c, 3)
+        self.attention = nn.ModuleDict({str(i): _attention_module(attention, 8 * c, scales) for i in self.attention_after})
+        self.up8, self.short3 = nn.ConvTranspose2d(8 * c, 4 * c, 4, stride=2, padding=1), nn.Conv2d(4 * c, 4 * c, 3, padding=1)
+        self.conv8 = nn.Sequential(nn.ReLU(inplace=True), _block(4 * c, 4 * c, 2))
+        self.up9, self.short2 = nn.ConvTranspose2d(4 * c, 2 * c, 4, stride=2, padding=1), nn.Conv2d(2 * c, 2 * c, 3, padding=1)
+        self.conv9 = nn.Sequential(nn.ReLU(inplace=True), _block(2 * c, 2 * c, 1))
+        self.up10, self.short1 = nn.ConvTranspose2d(2 * c, 2 * c, 4, stride=2, padding=1), nn.Conv2d(c, 2 * c, 3, padding=1)
+        self.conv10 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.LeakyReLU(0.2))
+        self.head = nn.Conv2d(2 * c, 2, 1)
+
+    def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
+        if not isinstance(L, Tensor) or L.dim() != 4 or L.shape[1] != 1:
+            raise ValueError(f"jiang: L must be shaped (B, 1, H, W), got {tuple(L.shape) if isinstance(L, Tensor) else L!r}")
+        b, _, h, w = L.shape
+        if (hint_ab is None) != (hint_mask is None):
+            raise ValueError("jiang: give hint_ab and hint_mask together (or neither, for no hints)")
+        if hint_ab is None:
+            hint_ab, hint_mask = L.new_zeros(b, 2, h, w), L.new_zeros(b, 1, h, w)
+        if hint_ab.shape != (b, 2, h, w) or hint_mask.shape != (b, 1, h, w):
+            raise ValueError(f"jiang: hint_ab must be (B, 2, H, W) and hint_mask (B, 1, H, W) like L {tuple(L.shape)}; "
+                             f"got {tuple(hint_ab.shape)} and {tuple(hint_mask.shape)}")
+        # Zhang et al.'s normalisation: L centred, ab / 110, the mask as it is
+        return torch.cat([(L - 50.0) / 100.0, hint_ab * hint_mask / AB_SCALE, hint_mask], dim=1)   # (B, 4, H, W)
+
+    def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None,
+                return_maps: bool = False):
+        """ab (B, 2, H, W); with `return_maps`, also {block: the attention module's maps} (SMSA only)."""
+        h, w = L.shape[-2:]
+        x = pad_to_multiple(self._inputs(L, hint_ab, hint_mask), 8)       # (B, 4, H', W')
+        conv1 = self.conv1(x)                                             # (B, C, H, W)
+        conv2 = self.conv2(conv1[..., ::2, ::2])                          # (B, 2C, H/2, W/2)
+        conv3 = self.conv3(conv2[..., ::2, ::2])                          # (B, 4C, H/4, W/4)
+        y = self.conv4(conv3[..., ::2, ::2])                              # (B, 8C, H/8, W/8)
+        maps = {}
+        for i, block in ((5, self.conv5), (6, self.conv6), (7, self.conv7)):
+            if 4 in self.attention_after and i == 5:
+                y = self._attend(4, y, maps, return_maps)
+            y = self._attend(i, block(y), maps, return_maps)                # (B, 8C, H/8, W/8)
+        y = self.conv8(self.up8(y) + self.short3(conv3))                  # (B, 4C, H/4, W/4)
+        y = self.conv9(self.up9(y) + self.short2(conv2))                  # (B, 2C, H/2, W/2)
+        y = self.conv10(self.up10(y) + self.short1(conv1))                # (B, 2C, H, W)
+        ab = torch.tanh(self.head(y))[..., :h, :w] * AB_SCALE             # (B, 2, H, W)
+        return (ab, maps) if return_maps else ab
+
+    def _attend(self, block: int, y: Tensor, maps: dict, return_maps: bool) -> Tensor:
+        key = str(block)
+        if key not in self.attention:
+            return y
+        module = self.attention[key]
+        if return_maps and self.attention_kind == "smsa":
+            y, maps[block] = module(y, return_maps=True)
+            return y
+        return module(y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (eq. 5-7) and the training step
+# ---------------------------------------------------------------------------------------------
+
+def huber_loss(pred_ab: Tensor, true_ab: Tensor, delta: float = 1.0) -> Tensor:
+    """Eq. 5: 1/2 d^2 where |d| < delta, else delta (|d| - delta / 2), averaged over C, H, W (and B)."""
+    return F.huber_loss(pred_ab, true_ab, delta=delta)
+
+
+def salient_loss(pred_ab: Tensor, true_ab: Tensor, pred_foreground: Tensor, true_foreground: Tensor) -> Tensor:
+    """Eq. 6: mean |phi(x) x - phi(y) y| with x the true and y the predicted ab, phi binary maps (B, 1, H, W)."""
+    return (true_foreground * true_ab - pred_foreground * pred_ab).abs().mean()
+
+
+def make_smsanet_step(saliency=None, *, alpha: float = 1.0, hint_p: float = HINT_P, max_hints: int = 50,
+                      hint_patch: int = 2):
+    """The training step: sample hints, predict, L_huber + alpha L_sal (alpha = 0: Huber only).
+
+    `saliency`: rgb (B, 3, H, W) -> binary foreground map (B, 1, H, W) (colorkit.saliency); None
+    builds the spectral-residual stand-in on first use. Hints are drawn from the engine's seeded
+    torch RNG, so a resumed run draws the same hints.
+    """
+
+    state: dict[str, Any] = {"saliency": saliency}
+
+    def step(ctx, batch) -> dict[str, Tensor]:
+        L, ab = batch["L"], batch["ab"]                                   # (B, 1, H, W), (B, 2, H, W)
+        counts = geometric_hint_counts(L.shape[0], p=hint_p, max_hints=max_hints)
+        hints = sample_hints(ab, counts.tolist(), patch=hint_patch)            # the engine-seeded torch RNG
+        pred = ctx.models["model"](L, hint_ab=hints["hint_ab"], hint_mask=hints["hint_mask"])
+        loss_huber = huber_loss(pred, ab)                                 # eq. 5
+        losses = {"loss_huber": loss_huber}
+        loss = loss_huber
+        if alpha:
+            if state["saliency"] is None:
+                from colorkit.saliency import saliency_source
+                state["saliency"] = saliency_source()
+            with torch.no_grad():
+                phi_true = state["saliency"](batch["rgb"].float())                                # (B, 1, H, W)
+                phi_pred = state["saliency"](lab_to_rgb(torch.cat([L, pred.detach().float()], 1)))
+            loss_sal = salient_loss(pred, ab, phi_pred, phi_true)         # eq. 6
+            loss = loss_huber + alpha * loss_sal                          # eq. 7
+            losses["loss_sal"] = loss_sal
+        ctx.update("model", loss, name="loss")
+        return {"loss": loss, **losses}
+
+    return step
+
+
+BaseNet.training_step = staticmethod(make_smsanet_step(alpha=1.0))

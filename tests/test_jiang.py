@@ -1,0 +1,162 @@
+"""Jiang et al. (SMSANet): BaseNet with hints, attention slots, the Huber and salient losses, hint curves."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import colorkit
+from colorkit import evaluate, models, presets
+from colorkit.color import lab_to_rgb
+from colorkit.data import ToyWorld, lab_batch
+from colorkit.models import jiang
+from colorkit.train import Trainer, TrainConfig
+
+SMOKE = presets.preset("jiang", "smoke")["model"]
+
+
+def build(**changes):
+    torch.manual_seed(0)
+    return models.build({**SMOKE, **changes})
+
+
+@pytest.mark.parametrize("attention", jiang.ATTENTIONS)
+@pytest.mark.parametrize("shape", [(32, 32), (37, 45)])
+def test_any_size_with_and_without_hints_for_every_attention(attention, shape):
+    model = build(attention=attention).eval()
+    L = torch.rand(2, 1, *shape) * 100
+    ab = model(L)
+    assert ab.shape == (2, 2, *shape) and ab.abs().max() <= 110
+    hint_ab, hint_mask = torch.zeros(2, 2, *shape), torch.zeros(2, 1, *shape)
+    torch.testing.assert_close(model(L, hint_ab=hint_ab, hint_mask=hint_mask), ab)   # no hint = zeros
+    hint_ab[:, 0, 3:5, 3:5], hint_mask[:, :, 3:5, 3:5] = 60.0, 1.0
+    assert not torch.allclose(model(L, hint_ab=hint_ab, hint_mask=hint_mask), ab)
+
+
+def test_attention_sits_after_the_blocks_it_names_and_smsa_exposes_its_maps():
+    model = build(attention="smsa", attention_after=(5, 7)).eval()
+    assert sorted(model.attention) == ["5", "7"]
+    _, maps = model(torch.rand(1, 1, 32, 32) * 100, return_maps=True)
+    assert sorted(maps) == [5, 7]
+    assert build(attention=None).attention_after == () and len(build(attention=None).attention) == 0
+    with pytest.raises(ValueError, match="attention must be one of"):
+        build(attention="transformer")
+    with pytest.raises(ValueError, match="hint_ab and hint_mask together"):
+        build()(torch.rand(1, 1, 32, 32), hint_ab=torch.zeros(1, 2, 32, 32))
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        build()(torch.rand(1, 3, 32, 32))
+
+
+def test_huber_and_salient_losses_follow_eq_5_and_6():
+    pred, true = torch.tensor([[0.0, 0.5, 3.0]]), torch.tensor([[0.0, 0.0, 0.0]])
+    # 1/2 d^2 below delta = 1, |d| - 1/2 above, averaged
+    assert jiang.huber_loss(pred, true).item() == pytest.approx((0 + 0.125 + 2.5) / 3)
+    true_ab, pred_ab = torch.full((1, 2, 2, 2), 10.0), torch.full((1, 2, 2, 2), 4.0)
+    fg_true = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    fg_pred = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    # pixel (0,0): |10 - 4| = 6; (0,1): |0 - 4| = 4; others 0; two channels each -> mean 10 * 2 / 8
+    assert jiang.salient_loss(pred_ab, true_ab, fg_pred, fg_true).item() == pytest.approx(2.5)
+
+
+def train(tmp_path, steps, alpha=1.0, hint_p=jiang.HINT_P, **model_changes):
+    model = build(**model_changes)
+    config = TrainConfig(steps=steps, batch_size=8, lr=2e-3, log_every=1, device="cpu")
+    summary = Trainer({"model": model}, jiang.make_smsanet_step(alpha=alpha, hint_p=hint_p), ToyWorld(32, length=64),
+                      config, out_dir=tmp_path).fit()
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    return model, summary, losses
+
+
+def test_training_reduces_the_loss_and_logs_the_salient_term_only_when_used(tmp_path):
+    _, _, losses = train(tmp_path / "sal", 30, alpha=1.0)
+    assert all("loss_sal" in r for r in losses)
+    first, last = np.mean([r["loss"] for r in losses[:6]]), np.mean([r["loss"] for r in losses[-6:]])
+    assert last < 0.8 * first
+    _, _, plain = train(tmp_path / "huber", 2, alpha=0.0)
+    assert all("loss_sal" not in r for r in plain)
+
+
+class FlatColors(torch.utils.data.Dataset):
+    """Images of one random flat color each at L = 60: nothing in L says the color, only the hints do."""
+
+    def __init__(self, n, size=32, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        ab = (torch.rand(n, 2, generator=gen) - 0.5) * 60                        # |a|, |b| <= 30: in gamut at L = 60
+        lab = torch.cat([torch.full((n, 1), 60.0), ab], dim=1)[:, :, None, None].expand(n, 3, size, size)
+        self.rgb = lab_to_rgb(lab.contiguous())
+
+    def __len__(self):
+        return len(self.rgb)
+
+    def __getitem__(self, i):
+        return {"rgb": self.rgb[i]}
+
+
+def test_basenet_honours_hints_after_a_short_training(tmp_path):
+    model = build(attention=None, width=8)
+    config = TrainConfig(steps=150, batch_size=8, lr=2e-3, log_every=10, device="cpu")
+    Trainer({"model": model}, jiang.make_smsanet_step(alpha=0.0, hint_p=0.2), FlatColors(256), config,
+            out_dir=tmp_path).fit()
+    model.eval()
+    val = FlatColors(8, seed=1)
+    lab = lab_batch(val.rgb)
+    hint = evaluate.fixed_hints(val.rgb, 3)
+    with torch.no_grad():
+        free = model(lab["L"])
+        hinted = model(lab["L"], hint_ab=hint["hint_ab"], hint_mask=hint["hint_mask"])
+    # with three hints of the true color the whole image moves toward it; without, it can only guess
+    assert (hinted - lab["ab"]).abs().mean() < 0.85 * (free - lab["ab"]).abs().mean()
+
+
+def test_resume_is_exact_with_hint_sampling(tmp_path):
+    straight, _, _ = train(tmp_path / "a", 4)
+    model = build()
+    config = TrainConfig(steps=2, batch_size=8, lr=2e-3, log_every=1, device="cpu", schedule="constant")
+    Trainer({"model": model}, jiang.make_smsanet_step(), ToyWorld(32, length=64), config, out_dir=tmp_path / "b").fit()
+    config4 = TrainConfig(steps=4, batch_size=8, lr=2e-3, log_every=1, device="cpu", schedule="constant")
+    resumed = build()
+    Trainer({"model": resumed}, jiang.make_smsanet_step(), ToyWorld(32, length=64), config4, out_dir=tmp_path / "b").fit()
+    again = build()
+    Trainer({"model": again}, jiang.make_smsanet_step(), ToyWorld(32, length=64), config4, out_dir=tmp_path / "c").fit()
+    for a, b in zip(resumed.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_colorize_api_and_cli_accept_hints(tmp_path):
+    _, summary, _ = train(tmp_path / "run", 2)
+    loaded = colorkit.load(summary["checkpoint"])
+    assert loaded.takes_hints
+    gray = (np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)
+    plain = colorkit.colorize(loaded, gray)
+    hinted = colorkit.colorize(loaded, gray, hints=[(20, 15, (255, 0, 0))])
+    assert plain.shape == hinted.shape == (40, 30, 3) and not np.array_equal(plain, hinted)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    subprocess.run([sys.executable, "-m", "colorkit", "colorize", summary["checkpoint"], str(tmp_path / "gray.png"),
+                    str(tmp_path / "out.png"), "--hint", "20,15,#ff0000"], check=True, capture_output=True)
+    assert np.asarray(Image.open(tmp_path / "out.png")).shape == (40, 30, 3)
+
+
+# --- the shared hint curves ----------------------------------------------------------------------------
+
+def test_fixed_hints_are_nested_and_the_same_for_every_method():
+    rgb = torch.stack([ToyWorld(32, length=4)[i]["rgb"] for i in range(4)])
+    five, fifty = evaluate.fixed_hints(rgb, 5), evaluate.fixed_hints(rgb, 50)
+    assert torch.equal(evaluate.fixed_hints(rgb, 5)["hint_mask"], five["hint_mask"])
+    assert int(five["hint_mask"].sum()) <= 5 * 4 * 4 < int(fifty["hint_mask"].sum())
+    # the first 5 hints are among the 50 (later ones may overlap them)
+    assert ((five["hint_mask"] > 0) & (fifty["hint_mask"] == 0)).sum() == 0
+
+
+def test_psnr_vs_hints_ranks_an_oracle_above_the_mean_hint_color_above_nothing():
+    rgb = torch.stack([ToyWorld(32, length=6)[i]["rgb"] for i in range(6)])
+    true_ab = lab_batch(rgb)["ab"]
+    oracle = evaluate.psnr_vs_hints(lambda L, h, m: true_ab[: L.shape[0]], rgb, [0, 5], batch_size=6)
+    mean_color = evaluate.psnr_vs_hints(evaluate.mean_hint_color, rgb, [0, 50])
+    assert oracle[0] > 40 and set(mean_color) == {0, 50}
+    L = lab_batch(rgb)["L"]
+    assert torch.equal(evaluate.mean_hint_color(L, torch.zeros(6, 2, 32, 32), torch.zeros(6, 1, 32, 32)),
+                       torch.zeros(6, 2, 32, 32))
