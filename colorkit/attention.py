@@ -29,6 +29,9 @@ window attention of Swin (Liu et al. 2021) that later models build on:
   lambda_k in (0, 1), a channel map, F' = F + F * A_s * A_n): channel and spatial attention on
   convolutional feature maps (B, C, H, W), the same shape out; Jiang et al.'s ablation compares them.
 - `attention_flops`, `attention_matrix_elements`: what each kind costs, analytically.
+- `SwinWindowAttention`: Swin's window attention with a relative position bias (Li et al. eq. 10),
+  parameter names as Swin's so its weights load; `shifted_window_attention` runs it as WSA
+  (shift 0) or SWSA (cyclic shift with `shifted_window_mask`, padding for any H, W).
 
 Conventions
 - Tokens are (..., n, C); images given to attention are channels-last, (B, H, W, C). A feature
@@ -70,6 +73,10 @@ __all__ = [
     "attention_flops",
     "attention_matrix_elements",
     "ATTENTION_KINDS",
+    "relative_position_index",
+    "SwinWindowAttention",
+    "shifted_window_mask",
+    "shifted_window_attention",
 ]
 
 
@@ -922,3 +929,193 @@ class SMSA(nn.Module):
         if return_maps:
             return y, {"A_k": a_k, "A_s": a_s, "A_n": a_n, "lambdas": lambdas}
         return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Swin window attention with a relative position bias (Liu et al. 2021), as Li et al. use it
+# (eq. 6-7 blocks WSA and SWSA, eq. 10 the biased attention). Parameter and buffer names follow
+# the Swin reference implementation so that its weights load into `SwinWindowAttention`.
+# ---------------------------------------------------------------------------------------------
+
+def relative_position_index(window: int, *, table_window: int | None = None,
+                            device: torch.device | str | None = None) -> Tensor:
+    """Index into Swin's bias table for every (query i, key j) pair of a window x window patch.
+
+    Tokens are numbered row-major inside the window, token t at (t // window, t % window). With
+    M = `table_window` (default `window`) the table has (2M - 1)^2 rows, one per offset
+    (dy, dx) = (y_i - y_j, x_i - x_j) in [-(M - 1), M - 1]^2, and
+
+        index[i, j] = (dy + M - 1) * (2M - 1) + (dx + M - 1)          (window^2, window^2) long
+
+    which is Swin's layout (query minus key, rows before columns). A smaller window (window < M,
+    a feature map smaller than the window) reads the central (2 window - 1)^2 rows of the same table.
+    """
+    m = window if table_window is None else table_window
+    if not isinstance(window, int) or window <= 0 or not isinstance(m, int) or window > m:
+        raise ValueError(f"relative_position_index: need 0 < window <= table_window, got window={window!r}, "
+                         f"table_window={table_window!r}")
+    ys, xs = torch.meshgrid(torch.arange(window, device=device), torch.arange(window, device=device), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()                                  # (window^2,) each
+    dy = ys[:, None] - ys[None, :]                                        # (window^2, window^2): y_i - y_j
+    dx = xs[:, None] - xs[None, :]
+    return (dy + m - 1) * (2 * m - 1) + (dx + m - 1)
+
+
+class SwinWindowAttention(MultiHeadAttention):
+    """Multi-head attention over windows of tokens with Swin's relative position bias (Li et al. eq. 10):
+
+        Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + B) V,   B[h, i, j] = table[index[i, j], h]   (eq. 10)
+
+    windows (B * nW, M * M, C) -> (B * nW, M * M, C), M = `window`. Names and shapes are Swin's,
+    so a Swin `WindowAttention` state dict loads with `strict=True`:
+    `qkv` (Linear dim -> 3 dim), `proj` (Linear dim -> dim), `relative_position_bias_table`
+    ((2M - 1)^2, heads) and the buffer `relative_position_index` (M^2, M^2) long (saved in the
+    state dict, as in Swin). The table starts as Swin's: truncated normal, std 0.02.
+
+    `mask` (nW, n, n) boolean, True = may attend, one per window position; the B * nW windows
+    are ordered image by image (as `window_partition` makes them), so window w uses mask[w % nW].
+    Windows of m * m tokens with m < M are accepted too (a feature map smaller than the window,
+    see `shifted_window_attention`): their bias reads the central (2m - 1)^2 rows of the table.
+    """
+
+    def __init__(self, dim: int, heads: int, window: int, *, qkv_bias: bool = True):
+        super().__init__(dim, heads, qkv_bias=qkv_bias)
+        if not isinstance(window, int) or window <= 0:
+            raise ValueError(f"SwinWindowAttention: window must be a positive int, got {window!r}")
+        self.window = window
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(window))  # (M^2, M^2)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, window={self.window}"
+
+    def relative_position_bias(self, window: int | None = None) -> Tensor:
+        """B of eq. 10 for a window x window patch (default M): (heads, window^2, window^2)."""
+        window = self.window if window is None else window
+        if window == self.window:
+            index = self.relative_position_index
+        else:
+            index = relative_position_index(window, table_window=self.window,
+                                            device=self.relative_position_bias_table.device)
+        n = window * window
+        bias = self.relative_position_bias_table[index.reshape(-1)]          # (n * n, heads)
+        return bias.reshape(n, n, self.heads).permute(2, 0, 1)               # (heads, n, n)
+
+    def forward(
+        self, windows: Tensor, mask: Tensor | None = None, *, fast: bool = True, return_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """windows (B * nW, n, C), n = m^2 with m <= M -> (B * nW, n, C); with `return_weights`,
+        also the weights (B * nW, heads, n, n)."""
+        self._check_input(windows, "(B * nW, M * M, C)", min_dims=3, exact=True)
+        n = windows.shape[1]
+        m = math.isqrt(n)
+        if m * m != n or m > self.window:
+            raise ValueError(f"SwinWindowAttention: windows must hold m * m tokens with m <= window={self.window} "
+                             f"(M * M = {self.window ** 2}), got {n} tokens")
+        bias = self.relative_position_bias(m)                                # (heads, n, n)
+        full_mask = None
+        if mask is not None:
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 3 or mask.shape[1:] != (n, n):
+                got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+                raise ValueError(f"SwinWindowAttention: mask must be a boolean (nW, {n}, {n}) tensor "
+                                 f"(True = may attend), got {got}")
+            if windows.shape[0] % mask.shape[0]:
+                raise ValueError(f"SwinWindowAttention: {windows.shape[0]} windows are not a whole number of "
+                                 f"images of nW={mask.shape[0]} windows (the mask's first dim)")
+            # window w of the batch is window w % nW of its image: (B * nW, 1, n, n), broadcast over heads
+            full_mask = mask.repeat(windows.shape[0] // mask.shape[0], 1, 1)[:, None]
+        # softmax(Q K^T / sqrt(d) + B) V, masked, per window                  (eq. 10)
+        return super().forward(windows, mask=full_mask, bias=bias, fast=fast, return_weights=return_weights)
+
+
+def _check_shift(window: int, shift: int, where: str) -> None:
+    if not isinstance(window, int) or window <= 0:
+        raise ValueError(f"{where}: window must be a positive int, got {window!r}")
+    if not isinstance(shift, int) or not 0 <= shift < window:
+        raise ValueError(f"{where}: shift must be an int in 0..window-1 = 0..{window - 1} "
+                         f"(window // 2 for SWSA, 0 for WSA), got {shift!r}")
+
+
+def shifted_window_mask(
+    height: int, width: int, window: int, shift: int, *, valid_height: int | None = None,
+    valid_width: int | None = None, device: torch.device | str | None = None,
+) -> Tensor:
+    """Who may attend to whom inside each window of an image rolled by -shift: (nW, M^2, M^2) bool.
+
+    `height` x `width` is the padded image (multiples of M = `window`); its top-left
+    `valid_height` x `valid_width` pixels are real, the rest padding (bottom/right). After the
+    cyclic shift torch.roll(x, (-shift, -shift)) the last `shift` rows (and columns) hold pixels
+    that were at the top (left): Swin labels the rolled image with regions
+    [0, H - M), [H - M, H - shift), [H - shift, H) along each axis (9 labels in all) and lets a
+    token attend only to tokens of its own region, i.e. tokens that were neighbours before the roll.
+    Padding: no token may attend to a padded key; a padded query attends only to itself, so no
+    row is empty (its output is cropped away anyway). True = may attend.
+    """
+    _check_window_grid(height, width, window, "shifted_window_mask")
+    _check_shift(window, shift, "shifted_window_mask")
+    valid_height = height if valid_height is None else valid_height
+    valid_width = width if valid_width is None else valid_width
+    if not (0 < valid_height <= height and 0 < valid_width <= width):
+        raise ValueError(f"shifted_window_mask: valid size {valid_height}x{valid_width} must be within the "
+                         f"padded {height}x{width}")
+
+    def region_labels(size: int) -> Tensor:
+        label = torch.zeros(size, dtype=torch.long, device=device)
+        if shift > 0:
+            label[size - window:size - shift] = 1
+            label[size - shift:] = 2
+        return label                                                      # (size,)
+
+    labels = region_labels(height)[:, None] * 3 + region_labels(width)[None, :]   # (H, W), 9 regions
+    # which rolled pixels are real: pixel (r, c) of the rolled image was (r + shift, c + shift) mod size
+    real = torch.zeros(height, width, dtype=torch.bool, device=device)
+    real[:valid_height, :valid_width] = True
+    real = torch.roll(real, shifts=(-shift, -shift), dims=(0, 1))
+    labels = window_partition(labels[None, :, :, None], window)[..., 0]  # (nW, M^2)
+    real = window_partition(real[None, :, :, None], window)[..., 0]      # (nW, M^2)
+    mask = (labels[:, :, None] == labels[:, None, :]) & real[:, None, :]  # (nW, M^2, M^2)
+    return mask | torch.eye(window * window, dtype=torch.bool, device=device)
+
+
+def shifted_window_attention(
+    x: Tensor, attn: SwinWindowAttention, shift: int, *, fast: bool = True, return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """(S)WSA of Li et al. eq. 6-7 on x (B, H, W, C) with `attn`'s window M: (B, H, W, C) out.
+
+    shift = 0 is WSA, shift = M // 2 SWSA (Swin's shifted windows): roll by -shift, partition
+    into M x M windows, attend inside each with the region mask (`shifted_window_mask`), reverse,
+    roll back by +shift.
+    - Small maps (Swin's rule): if min(H, W) <= M the window is clamped to m = min(H, W) and no
+      shift is made (a window already spans the short side). The clamped window keeps `attn`'s
+      parameters: its bias reads the central (2m - 1)^2 rows of the table.
+    - H, W not multiples of the window: x is zero-padded at the bottom and right to multiples,
+      the padded tokens are masked out as keys (padded queries see only themselves) and the
+      output is cropped back to H x W. Real tokens therefore attend to real tokens only.
+    With `return_weights`, also the weights (B * nW, heads, m^2, m^2) of the padded, rolled windows.
+    """
+    if not isinstance(attn, SwinWindowAttention):
+        raise TypeError(f"shifted_window_attention: attn must be a SwinWindowAttention, got {type(attn).__name__}")
+    attn._check_input(x, "(B, H, W, C)", min_dims=4, exact=True)
+    window = attn.window
+    _check_shift(window, shift, "shifted_window_attention")
+    b, h, w, c = x.shape
+    if min(h, w) <= window:
+        window, shift = min(h, w), 0                                      # Swin: no shift, window clamped
+    pad_h, pad_w = -h % window, -w % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))                          # (B, Hp, Wp, C), zeros bottom/right
+    hp, wp = h + pad_h, w + pad_w
+    mask = None
+    if shift or pad_h or pad_w:
+        mask = shifted_window_mask(hp, wp, window, shift, valid_height=h, valid_width=w, device=x.device)
+    if shift:
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))           # cyclic shift
+    windows = window_partition(x, window)                                 # (B * nW, m^2, C)
+    result = attn(windows, mask, fast=fast, return_weights=return_weights)
+    out, weights = result if return_weights else (result, None)
+    out = window_reverse(out, window, hp, wp)                             # (B, Hp, Wp, C)
+    if shift:
+        out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))         # undo the shift
+    out = out[:, :h, :w]                                                  # (B, H, W, C)
+    return (out, weights) if return_weights else out
