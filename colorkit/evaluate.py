@@ -105,6 +105,17 @@ def mean_hint_color(L: torch.Tensor, hint_ab: torch.Tensor, hint_mask: torch.Ten
     return mean.expand(-1, -1, *L.shape[-2:]) * (weight > 0)
 
 
+def _hint_model_predictor(model: torch.nn.Module):
+    """A hint-taking model as a function of (L, hint_ab, hint_mask) on the CPU, run on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+
+    def predict(L, hint_ab, hint_mask):
+        return model(L.to(device), hint_ab=hint_ab.to(device), hint_mask=hint_mask.to(device)).float().cpu()
+
+    return predict
+
+
 @torch.no_grad()
 def psnr_vs_hints(predict, rgb: torch.Tensor, counts, *, patch: int = 2, seed: int = HINT_SEED,
                   batch_size: int = 32) -> dict[int, float]:
@@ -114,12 +125,7 @@ def psnr_vs_hints(predict, rgb: torch.Tensor, counts, *, patch: int = 2, seed: i
     `mean_hint_color` or `colorkit.levin.levin_colorize`; every method gets the same `fixed_hints`.
     """
     if isinstance(predict, torch.nn.Module):
-        model = predict.eval()
-        device = next(model.parameters()).device
-
-        def predict(L, hint_ab, hint_mask):                                  # noqa: F811
-            return model(L.to(device), hint_ab=hint_ab.to(device), hint_mask=hint_mask.to(device)).float().cpu()
-
+        predict = _hint_model_predictor(predict)
     rgb = rgb.float().cpu()
     curve = {}
     for count in counts:

@@ -382,15 +382,10 @@ class SnapshotValidator:
     def snapshot(self, generator: nn.Module, step: int, train_config: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Save `generator` as the snapshot of `step` and return its validation metrics."""
         from colorkit import metrics
-        from colorkit.data import lab_batch
+        from colorkit.evaluate import colorize_batch
         from colorkit.train import CHECKPOINT_FORMAT, save_checkpoint
 
-        device = next(generator.parameters()).device
-        preds = []
-        for chunk in self.rgb.split(self.batch_size):
-            L = lab_batch(chunk.to(device))["L"]
-            preds.append(lab_to_rgb(torch.cat([L, generator(L).float()], dim=1)).cpu())   # (n, 3, H, W)
-        pred = torch.cat(preds)
+        pred = colorize_batch(generator, self.rgb, batch_size=self.batch_size)    # (N, 3, H, W) on the CPU
         save_checkpoint({"format": CHECKPOINT_FORMAT, "step": step,
                          "models": {"generator": {"config": generator.config,
                                                   "state": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}},

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from colorkit.color import lab_to_rgb, palette_to_rgb, rgb_to_lab, rgb_to_palette
+from colorkit.losses import critic_loss, generator_adversarial_loss
 from colorkit.models import Colorizer, pad_to_multiple, register
 
 __all__ = ["SunUpgrader", "PatchDiscriminator", "coarse_from_rgb", "upgrade_step", "make_upgrade_step",
@@ -268,15 +269,14 @@ def make_upgrade_step(lambda_r: float = LAMBDA_R):
 
         # D: max log D(x, y) + log(1 - D(x, G(x)))   (eq. 9), as minimising the two cross-entropies;
         # fake is detached, so this update's gradient never reaches G
-        real_logits, fake_logits = D(L, ab), D(L, fake.detach())            # (B, 1, H', W') each
-        loss_d_real = F.softplus(-real_logits).mean()                       # -log sigmoid(D(x, y))
-        loss_d_fake = F.softplus(fake_logits).mean()                        # -log(1 - sigmoid(D(x, G(x))))
+        # -log sigmoid(D(x, y)) and -log(1 - sigmoid(D(x, G(x)))), on logits (B, 1, H', W') each
+        loss_d_real, loss_d_fake = critic_loss(D(L, ab), D(L, fake.detach()))
         loss_d = loss_d_real + loss_d_fake
         ctx.update("discriminator", loss_d, name="loss_d")
 
         # G: L_GAN + lambda_r MSE   (eq. 10), non-saturating L_GAN = -log D(x, G(x)), through the updated D;
         # D's weights get gradients here too, but only the generator's optimizer steps
-        loss_g_gan = F.softplus(-D(L, fake)).mean()
+        loss_g_gan = generator_adversarial_loss(D(L, fake))
         loss_mse = F.mse_loss(fake / AB_SCALE, ab / AB_SCALE)               # on ab / 110: see the module docstring
         loss_g = loss_g_gan + lambda_r * loss_mse
         ctx.update("generator", loss_g, name="loss_g")
