@@ -11,15 +11,13 @@ import sys
 
 
 def parse_hint(text: str) -> tuple[int, int, tuple[int, int, int]]:
-    """'12,40,#ff8800' -> (12, 40, (255, 136, 0))."""
+    """'12,40,#ff8800' -> (12, 40, (255, 136, 0)); `colorkit.inference.parse_hint` as an argparse type."""
+    from colorkit.inference import parse_hint as parse
+
     try:
-        y, x, color = text.split(",")
-        color = color.strip().lstrip("#")
-        if len(color) != 6:
-            raise ValueError
-        return int(y), int(x), (int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a hint is Y,X,#RRGGBB (e.g. 12,40,#ff8800), got {text!r}") from None
+        return parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def colorize_file(checkpoint: str, source: str, target: str, hints, device: str) -> None:

@@ -138,3 +138,26 @@ def psnr_vs_hints(predict, rgb: torch.Tensor, counts, *, patch: int = 2, seed: i
             total += metrics.psnr(pred, rgb[i:i + batch_size]) * pred.shape[0]
         curve[int(count)] = total / rgb.shape[0]
     return curve
+
+
+@torch.no_grad()
+def hint_metrics(predict, rgb: torch.Tensor, count: int, *, patch: int = 2, seed: int = HINT_SEED,
+                 batch_size: int = 32, error_patch: int = 16) -> dict[str, float]:
+    """PSNR, SSIM, PEV and boundary PSNR of predict(L, hint_ab, hint_mask) -> ab with `count` fixed hints.
+
+    The metrics of Li et al.'s Tables 1 and 3, means over the images; PEV and B-PSNR on a grid of
+    `error_patch` x `error_patch` patches (`metrics.patch_error_variance`, `metrics.boundary_psnr`).
+    """
+    if isinstance(predict, torch.nn.Module):
+        predict = _hint_model_predictor(predict)
+    rgb = rgb.float().cpu()
+    inputs = fixed_hints(rgb, int(count), patch=patch, seed=seed)
+    preds = []
+    for i in range(0, rgb.shape[0], batch_size):
+        part = {k: v[i:i + batch_size] for k, v in inputs.items()}
+        ab = predict(part["L"], part["hint_ab"], part["hint_mask"]).float().cpu()
+        preds.append(lab_to_rgb(torch.cat([part["L"], ab], dim=1)))
+    pred = torch.cat(preds)
+    return {"psnr": metrics.psnr(pred, rgb), "ssim": metrics.ssim(pred, rgb),
+            "pev": metrics.patch_error_variance(pred, rgb, error_patch),
+            "b_psnr": metrics.boundary_psnr(pred, rgb, error_patch)}

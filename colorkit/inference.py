@@ -3,6 +3,7 @@
     model = colorkit.load("runs/00_welcome/baseline/checkpoint.pt")
     rgb = colorkit.colorize(model, gray_uint8_array)                       # (H, W, 3) uint8
     rgb = colorkit.colorize(hint_model, image, hints=[(10, 20, (255, 0, 0))])
+    colorkit.inference.parse_hint("10,20,#ff0000")                         # (10, 20, (255, 0, 0))
 
 The model predicts ab at its own size; the output keeps the input's lightness at full resolution
 (ab is upsampled and joined with the input's own L), so no detail of the input is lost.
@@ -11,7 +12,8 @@ The model predicts ab at its own size; the output keeps the input's lightness at
 from __future__ import annotations
 
 import os
-from typing import Sequence
+import re
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +23,49 @@ from colorkit.color import lab_to_rgb, rgb_to_lab
 from colorkit.models import Colorizer, build
 
 Hint = tuple[int, int, tuple[int, int, int]]
+
+
+def parse_color(color: Any) -> tuple[int, int, int]:
+    """'#ff8800' (the '#' optional) or (r, g, b) with integers in 0..255 -> (255, 136, 0)."""
+    if isinstance(color, str):
+        match = re.fullmatch(r"\s*#?([0-9a-fA-F]{6})\s*", color)
+        if match is None:
+            raise ValueError(f"a color is '#rrggbb' or (r, g, b), got {color!r}")
+        digits = match.group(1)
+        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+    try:
+        values = tuple(color)
+    except TypeError:
+        raise ValueError(f"a color is '#rrggbb' or (r, g, b), got {color!r}") from None
+    if len(values) != 3 or not all(_is_int(v) and 0 <= v <= 255 for v in values):
+        raise ValueError(f"a color is '#rrggbb' or (r, g, b) with integers in 0..255, got {color!r}")
+    return int(values[0]), int(values[1]), int(values[2])
+
+
+def parse_hint(text: str) -> Hint:
+    """'12,40,#ff8800' -> (12, 40, (255, 136, 0)): row Y, column X, color; the command line's --hint."""
+    parts = text.split(",") if isinstance(text, str) else []
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        return int(parts[0]), int(parts[1]), parse_color(parts[2])
+    except ValueError:
+        raise ValueError(f"a hint is Y,X,#RRGGBB (e.g. 12,40,#ff8800), got {text!r}") from None
+
+
+def _is_int(value: Any) -> bool:
+    # numpy integers count; bools and integral floats do not (a position or a color is a count)
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def checkpoint_model_name(models: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """The model `load` rebuilds from a checkpoint's {name: {"config", "state"}} when not told which:
+    the only one with a config, else the one called "generator" or "model"."""
+    candidates = [n for n in models if models[n].get("config")]
+    name = candidates[0] if len(candidates) == 1 else next((n for n in ("generator", "model") if n in models), None)
+    if name is None:
+        raise ValueError(f"{path} holds models {sorted(models)}; say which with name=")
+    return name
 
 
 def load(path: str | os.PathLike, *, name: str | None = None, ema: bool = True,
@@ -36,10 +81,7 @@ def load(path: str | os.PathLike, *, name: str | None = None, ema: bool = True,
     checkpoint = load_checkpoint(path)
     models = checkpoint["models"]
     if name is None:
-        candidates = [n for n in models if models[n].get("config")]
-        name = candidates[0] if len(candidates) == 1 else next((n for n in ("generator", "model") if n in models), None)
-        if name is None:
-            raise ValueError(f"{path} holds models {sorted(models)}; say which with name=")
+        name = checkpoint_model_name(models, path)
     if name not in models:
         raise ValueError(f"{path} has no model {name!r}; it holds {sorted(models)}")
     if not models[name].get("config"):

@@ -4,19 +4,41 @@ Blind A/B test (Narkhede et al. sec. 3.2, "human subjective evaluation"): a pers
 colorizations of the same gray image, side by side, without knowing which model made which, and
 picks the one that looks more real. `BlindABTest` holds the trials and the choices (no widgets,
 so tests and papermill drive it with a list of choices); `ab_test_widget` shows it in Jupyter.
+
+Interactive colorization from color hints (Li et al.; Zhang et al. 2017): a person clicks on a gray
+image to place a hint, picks its color and sees the colorization update. `HintSession` holds the
+image, the hints with their undo history and the hint-capable models (`hint_capable_runs` finds
+them in runs/); `parse_hints` reads hints given as a list ("Y,X,#RRGGBB" or tuples), so papermill
+and tests drive the same code path as clicks; `hint_widget` shows it in Jupyter.
+
+    session = HintSession(gray, hint_capable_runs())        # {label: checkpoint}, loaded when used
+    session.apply(["12,40,#ff8800"]); rgb = session.render()
+    hint_widget(session)
 """
 
 from __future__ import annotations
 
+import html
 import io
 import itertools
+import math
+import os
 import random
+import time
+import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Trial", "blind_trials", "tally", "BlindABTest", "ab_test_widget"]
+if TYPE_CHECKING:
+    from colorkit.models import Colorizer
+
+__all__ = ["Trial", "blind_trials", "tally", "BlindABTest", "ab_test_widget",
+           "parse_hints", "click_to_pixel", "hint_capable_runs", "HintSession", "hint_widget"]
+
+Hint = tuple[int, int, tuple[int, int, int]]    # (row y, column x, (r, g, b)), as colorkit.colorize takes
 
 SIDES = ("left", "right")
 
@@ -162,3 +184,363 @@ def ab_test_widget(test: BlindABTest, *, scale: int = 4):
     undo.on_click(lambda _: (test.undo(), show()))
     show()
     return w.VBox([w.HBox([left, right]), w.HBox([buttons["left"], buttons["right"], undo]), status])
+
+
+# --- interactive colorization from color hints -------------------------------------------------
+
+def parse_hints(items: Iterable[Any] | str) -> list[Hint]:
+    """Hints as "Y,X,#RRGGBB" strings or (y, x, color) items, color (r, g, b) or "#rrggbb"
+    -> [(y, x, (r, g, b)), ...]. Lists work as items too (papermill parameters are JSON)."""
+    from colorkit.inference import _is_int, parse_color, parse_hint
+
+    if isinstance(items, str):
+        items = [items]                      # one hint is a list of one
+    hints = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            try:
+                hints.append(parse_hint(item))
+            except ValueError as err:
+                raise ValueError(f"hint {index}: {err}") from None
+            continue
+        try:
+            y, x, color = item
+        except (TypeError, ValueError):
+            raise ValueError(f"hint {index}: a hint is 'Y,X,#RRGGBB' or (y, x, color), got {item!r}") from None
+        if not (_is_int(y) and _is_int(x)):
+            raise ValueError(f"hint {index}: row and column must be integers, got {item!r}")
+        try:
+            hints.append((int(y), int(x), parse_color(color)))
+        except ValueError as err:
+            raise ValueError(f"hint {index} {item!r}: {err}") from None
+    return hints
+
+
+def click_to_pixel(x: float, y: float, shown_width: float, shown_height: float,
+                   image_height: int, image_width: int) -> tuple[int, int]:
+    """(row, column) of the image pixel under a click at (x, y) on the image shown at
+    shown_width x shown_height (widget pixels, origin top left); a click outside is clamped in."""
+    if not (shown_width > 0 and shown_height > 0):
+        raise ValueError(f"the shown image has no area: {shown_width} x {shown_height}")
+    if image_height < 1 or image_width < 1:
+        raise ValueError(f"the image has no pixels: {image_height} x {image_width}")
+    # pixel c covers [c, c + 1) * shown_width / image_width on screen
+    row = math.floor(y * image_height / shown_height)
+    col = math.floor(x * image_width / shown_width)
+    return min(max(row, 0), image_height - 1), min(max(col, 0), image_width - 1)
+
+
+def hint_capable_runs(runs_dir: str | os.PathLike = "runs") -> dict[str, Path]:
+    """{label: checkpoint} for every checkpoint.pt under `runs_dir` whose model takes hints, by label.
+
+    The label is the folder relative to `runs_dir` ("06_jiang_smsanet/smsa_huber_course_photos");
+    a relative `runs_dir` is taken from the project root, as `colorkit.runs.run_dir` does. Only the
+    stored config is looked at (no model is built); the model is the one `colorkit.load` picks.
+    An unreadable checkpoint, or one of a model this version does not know, is skipped with a warning.
+    """
+    from colorkit.inference import checkpoint_model_name
+    from colorkit.models import _REGISTRY, registered
+    from colorkit.runs import project_root
+    from colorkit.train import load_checkpoint
+
+    root = Path(runs_dir)
+    if not root.is_absolute():
+        root = project_root() / root
+    registered()                             # imports every model file, filling _REGISTRY
+    found = {}
+    for path in root.rglob("checkpoint.pt"):
+        try:
+            models = load_checkpoint(path)["models"]
+        except (OSError, ValueError) as err:
+            warnings.warn(f"skipping {path}: {err}", stacklevel=2)
+            continue
+        try:
+            config = models[checkpoint_model_name(models, path)].get("config")
+        except ValueError:                   # several models and no default: `load` needs name=
+            continue
+        if not config:
+            continue
+        cls = _REGISTRY.get(config.get("name"))
+        if cls is None:
+            warnings.warn(f"skipping {path}: unknown model {config.get('name')!r}", stacklevel=2)
+            continue
+        if cls.takes_hints:
+            found[path.parent.relative_to(root).as_posix()] = path
+    return dict(sorted(found.items()))
+
+
+class HintSession:
+    """An image, its hints (with an undo history) and the hint-capable models to colorize it with.
+
+        session = HintSession(gray, {"smsa": "runs/06_jiang_smsanet/smsa/checkpoint.pt", "mine": model})
+        session.add(12, 40, "#ff8800"); session.undo(); session.clear(); session.undo()
+        rgb = session.render()                   # colorkit.colorize(model, image, hints)
+
+    `image` is anything `colorkit.colorize` takes (uint8 or float, gray or RGB); the model sees only
+    its lightness, and so does the person (`gray`). A model given as a checkpoint path is loaded with
+    `colorkit.load` the first time it is selected, then kept.
+    """
+
+    def __init__(self, image: Any, models: Mapping[str, "Colorizer | str | os.PathLike"], *,
+                 model: str | None = None, hint_patch: int = 2):
+        if not models:
+            raise ValueError("HintSession needs at least one model")
+        self._sources = dict(models)
+        self._loaded: dict[str, Colorizer] = {}
+        for name, source in self._sources.items():
+            if not isinstance(source, (str, os.PathLike)):
+                self._loaded[name] = self._check_takes_hints(name, source)
+        self.hint_patch = hint_patch
+        self.last_render_seconds: float | None = None
+        self.set_image(image)
+        self._model_name = ""
+        self.select(next(iter(self._sources)) if model is None else model)
+
+    @staticmethod
+    def _check_takes_hints(name: str, model: "Colorizer") -> "Colorizer":
+        if not getattr(model, "takes_hints", False):
+            raise ValueError(f"model {name!r} ({type(model).__name__}) takes no hints")
+        return model
+
+    # --- the image and the hints ---
+
+    def set_image(self, image: Any) -> None:
+        """A new image: its hints are cleared and the undo history starts again."""
+        from colorkit.inference import _to_float_image
+
+        pixels = _to_float_image(image)                     # checks the shape and range: (H, W, C) in [0, 1]
+        self._image = np.array(image)                       # a copy: the caller may change theirs
+        self._gray = _display_gray(pixels)
+        self._hints: list[Hint] = []
+        self._history: list[list[Hint]] = []                # the hints before each add or clear
+
+    @property
+    def gray(self) -> np.ndarray:
+        """What the model sees, as an image: the lightness as an sRGB gray, uint8 (H, W, 3)."""
+        return self._gray.copy()
+
+    @property
+    def hints(self) -> list[Hint]:
+        return list(self._hints)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._history)
+
+    def _checked_hint(self, y: Any, x: Any, color: Any) -> Hint:
+        from colorkit.inference import _is_int, parse_color
+
+        height, width = self._gray.shape[:2]
+        if not (_is_int(y) and _is_int(x)):
+            raise ValueError(f"a hint's row and column must be integers, got y={y!r}, x={x!r}")
+        if not (0 <= y < height and 0 <= x < width):
+            raise ValueError(f"hint at (y={y}, x={x}) is outside the {height} x {width} image")
+        return int(y), int(x), parse_color(color)
+
+    def add(self, y: int, x: int, color: Any) -> None:
+        """A hint at row `y`, column `x`; color (r, g, b) or "#rrggbb"."""
+        hint = self._checked_hint(y, x, color)
+        self._history.append(list(self._hints))
+        self._hints.append(hint)
+
+    def apply(self, hints: Iterable[Any] | str) -> None:
+        """Add hints in order, each as `parse_hints` reads it; none is added if one is bad."""
+        checked = [self._checked_hint(*hint) for hint in parse_hints(hints)]
+        for hint in checked:
+            self.add(*hint)
+
+    def clear(self) -> None:
+        """Remove every hint (one step that `undo` reverts)."""
+        if self._hints:
+            self._history.append(list(self._hints))
+            self._hints = []
+
+    def undo(self) -> None:
+        """Revert the last add or clear; nothing happens when there is nothing to revert."""
+        if self._history:
+            self._hints = self._history.pop()
+
+    # --- the models ---
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._sources)
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def model(self) -> "Colorizer":
+        return self._loaded[self._model_name]
+
+    def select(self, name: str) -> None:
+        """Colorize with model `name` from now on, loading it now if it is a checkpoint path."""
+        if name not in self._sources:
+            raise ValueError(f"unknown model {name!r}; the session has {', '.join(map(repr, self._sources))}")
+        if name not in self._loaded:
+            from colorkit.inference import load
+
+            self._loaded[name] = self._check_takes_hints(name, load(self._sources[name]))
+        self._model_name = name
+
+    # --- what the person sees ---
+
+    def render(self) -> np.ndarray:
+        """colorkit.colorize(model, image, hints), uint8 (H, W, 3); without hints, automatic."""
+        from colorkit.inference import colorize
+
+        start = time.perf_counter()
+        rgb = colorize(self.model, self._image, self._hints or None, hint_patch=self.hint_patch)
+        self.last_render_seconds = time.perf_counter() - start
+        return rgb
+
+    def overlay(self, image: np.ndarray | None = None, *, radius: int | None = None) -> np.ndarray:
+        """A copy of `image` (default: `gray`) with a square of each hint's color centred on it, of
+        side 2 radius + 1 (by default radius = 1/80 of the image's shorter side), inside a 1 px
+        border that contrasts with the color, so the person sees where the hints are."""
+        canvas = self.gray if image is None else np.array(image)
+        if canvas.shape != self._gray.shape or canvas.dtype != np.uint8:
+            raise ValueError(f"overlay draws on a uint8 {self._gray.shape} image, got {canvas.dtype} {canvas.shape}")
+        r = round(min(canvas.shape[:2]) / 80) if radius is None else radius
+        for y, x, color in self._hints:
+            # Rec. 601 luma: a dark border around a light color, a light one around a dark color
+            light = (0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]) / 255 > 0.5
+            canvas[max(y - r - 1, 0):y + r + 2, max(x - r - 1, 0):x + r + 2] = (0, 0, 0) if light else (255, 255, 255)
+            canvas[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1] = color
+        return canvas
+
+
+def _display_gray(pixels: np.ndarray) -> np.ndarray:
+    """float (H, W, C) in [0, 1] -> the sRGB gray of its Lab lightness, uint8 (H, W, 3)."""
+    import torch
+
+    from colorkit.color import lab_to_rgb, rgb_to_lab
+
+    if pixels.shape[-1] == 1:                                # already gray: R = G = B
+        gray = pixels
+    else:
+        L = rgb_to_lab(torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1))[:1]   # (1, H, W)
+        gray = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)]))[:1].permute(1, 2, 0).numpy()
+    return np.repeat((gray * 255 + 0.5).astype(np.uint8), 3, axis=-1)
+
+
+def _read_image(data: bytes) -> np.ndarray:
+    """An uploaded file's bytes -> uint8 (H, W) or (H, W, 3), as `python -m colorkit colorize` reads images."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            picture = picture.convert("RGB") if picture.mode not in ("L", "RGB") else picture.copy()
+    except OSError as err:
+        raise ValueError(f"cannot read the uploaded file as an image: {err}") from None
+    return np.asarray(picture)
+
+
+def _shown_scale(height: int, width: int, scale: int, max_side: int = 1024) -> int:
+    """`scale`, reduced so the shown image stays within `max_side` pixels (never below 1)."""
+    return max(1, min(scale, max_side // max(height, width)))
+
+
+def _clicked_pixel(event: Mapping[str, Any], height: int, width: int, shown_scale: int) -> tuple[int, int]:
+    """(row, column) of an ipyevents click on an Image showing the image enlarged `shown_scale` times."""
+    if "dataX" in event and "dataY" in event:
+        # pixels of the PNG as sent (ipyevents' "data" coordinates of an Image), whatever size it is shown at
+        return click_to_pixel(event["dataX"], event["dataY"], width * shown_scale, height * shown_scale, height, width)
+    relative = ("relativeX", "relativeY", "boundingRectWidth", "boundingRectHeight")
+    if not all(key in event for key in relative):
+        raise ValueError(f"a click event needs dataX, dataY or {', '.join(relative)}; got {sorted(event)}")
+    return click_to_pixel(*(event[key] for key in relative), height, width)
+
+
+def hint_widget(session: HintSession, *, scale: int = 2):
+    """The gray image with hint markers (click to add a hint) beside its colorization, a color picker,
+    undo / clear, a model menu, an image upload and a status line, all over `session`.
+
+    Clicks need the `ipyevents` package; without it, row and column sliders and an "add hint" button
+    place hints instead. The returned box carries `session`, `parts` (its widgets by name) and the
+    handlers `on_click(event)` (None without ipyevents) and `on_upload(change)`.
+    """
+    import ipywidgets as w
+
+    try:
+        import ipyevents
+    except ImportError:
+        ipyevents = None
+
+    gray_view, color_view = w.Image(format="png"), w.Image(format="png")
+    picker = w.ColorPicker(value="#ff0000", description="hint color")
+    undo, clear = w.Button(description="undo"), w.Button(description="clear")
+    menu = w.Dropdown(options=session.names, value=session.model_name, description="model")
+    upload = w.FileUpload(accept="image/*", multiple=False, description="load image")
+    status = w.HTML()
+    height, width = session.gray.shape[:2]
+    row = w.IntSlider(min=0, max=height - 1, description="row")
+    column = w.IntSlider(min=0, max=width - 1, description="column")
+    add = w.Button(description="add hint")
+    note = "" if ipyevents else " · <i>ipyevents is not installed: place hints with the row and column sliders</i>"
+
+    def shown_scale() -> int:
+        return _shown_scale(*session.gray.shape[:2], scale)
+
+    def show() -> None:
+        shown = shown_scale()
+        color_view.value = _png(session.render(), shown)
+        gray_view.value = _png(session.overlay(), shown)
+        undo.disabled = not session.can_undo
+        count = len(session.hints)
+        status.value = (f"{count} hint{'' if count == 1 else 's'} · model {html.escape(session.model_name)}"
+                        f" · update took {session.last_render_seconds * 1000:.0f} ms{note}")
+
+    def show_error(err: Exception) -> None:
+        status.value = f"<span style='color:#b00020'>{html.escape(f'{type(err).__name__}: {err}')}</span>{note}"
+
+    def guarded(action):
+        # an error in a widget callback would only reach the log; the status line shows it instead
+        def run(*args: Any) -> None:
+            try:
+                action(*args)
+                show()
+            except Exception as err:
+                show_error(err)
+        return run
+
+    @guarded
+    def on_click(event: Mapping[str, Any]) -> None:
+        session.add(*_clicked_pixel(event, *session.gray.shape[:2], shown_scale()), picker.value)
+
+    @guarded
+    def on_upload(change: Mapping[str, Any]) -> None:
+        files = change["new"]
+        if files:
+            session.set_image(_read_image(bytes(files[-1]["content"])))
+            row.max, column.max = session.gray.shape[0] - 1, session.gray.shape[1] - 1
+
+    def on_model(change: Mapping[str, Any]) -> None:
+        try:
+            session.select(change["new"])
+            show()
+        except Exception as err:
+            menu.value = session.model_name      # back to the model still in use
+            show_error(err)
+
+    undo.on_click(guarded(lambda _: session.undo()))
+    clear.on_click(guarded(lambda _: session.clear()))
+    add.on_click(guarded(lambda _: session.add(row.value, column.value, picker.value)))
+    menu.observe(on_model, names="value")
+    upload.observe(on_upload, names="value")
+
+    controls = [w.HBox([picker, undo, clear, menu]), w.HBox([upload])]
+    events = None
+    if ipyevents is not None:
+        events = ipyevents.Event(source=gray_view, watched_events=["click"])
+        events.on_dom_event(on_click)
+    else:
+        controls.insert(1, w.HBox([row, column, add]))
+    box = w.VBox([w.HBox([gray_view, color_view]), *controls, status])
+    box.session, box.events = session, events
+    box.on_click, box.on_upload = (on_click if events is not None else None), on_upload
+    box.parts = {"gray": gray_view, "color": color_view, "picker": picker, "undo": undo, "clear": clear,
+                 "model": menu, "upload": upload, "status": status, "row": row, "column": column, "add": add}
+    guarded(lambda: None)()                      # the first picture
+    return box

@@ -106,4 +106,4 @@ def parameter_count(model: nn.Module) -> int:
 
 def _import_model_files() -> None:
     # importing a model file registers its classes
-    from colorkit.models import baseline, jiang, lakhani, narkhede, sun2023, sun2023_upgrade  # noqa: F401
+    from colorkit.models import baseline, jiang, lakhani, li, narkhede, sun2023, sun2023_upgrade  # noqa: F401

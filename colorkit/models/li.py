@@ -1,0 +1,372 @@
+"""Li et al.: interactive colorization with dual local self-attention (DLSA) and DUpsampling.
+
+"Interactive image colorization method via dual local self-attention" (Li, Bao, Qiang) colorizes a
+gray image from a few 2 x 2 color hints with a 4-stage hierarchical transformer (after Swin) whose
+blocks attend inside three kinds of local windows (their Fig. 2 and 5): image windows (WSA),
+shifted image windows (SWSA) and feature-space windows, groups of tokens of similar brightness
+(FWSA). The 1/32 output is brought back to full resolution by DUpsampling after a 3 x 3 "local
+stabilizing" conv:
+
+    X_0 = I_g (+) I_hint                          [L; hint ab; mask]        (B, 4, H, W)     (eq. 4)
+    patch embedding, P_1 = 4                      conv 4x4 / 4 + LN        (B, H/4, W/4, C)
+    stage s = 1..4: depth_s x DLSA block                                    (B, H/P_s, W/P_s, C_s)
+        z'   = WSA(LN(z)) + z                                                                (eq. 6)
+        z''  = SWSA(LN(z')) + z'                                                             (eq. 7)
+        z''' = FWSA(LN(z'')) + z''                                                           (eq. 8)
+        z    = MLP(LN(z''')) + z'''                                                          (eq. 9)
+      then patch merging (2 x 2 neighbours concatenated: C_{s+1} = 4 C_s, no 1x1 reduction)
+    local stabilizing layer                       conv 3x3 at 1/32          (B, C_4, H/32, W/32)
+    DUpsampling                                   1x1 conv to 2 * 32^2, rearrange           (B, 2, H, W)
+    I_pred = I_g (+) I_ab                                                                    (eq. 5)
+
+Attention inside every window is eq. 10, softmax(Q K^T / sqrt(d) + B) V, with Swin's relative
+position bias B for WSA and SWSA (`colorkit.attention.SwinWindowAttention`, Swin's parameter names)
+and no bias in FWSA, whose windows are not spatial. FWSA's windows come from balanced binary
+clustering (eq. 11-12, `colorkit.clustering`) of the tokens by N(t), the mean lightness of the
+token's P_s x P_s patch of the input (brightness similarity), or by cosine similarity of the token
+features (the paper's Table 3, Model 5); each cluster holds one SWSA window's worth of tokens, and
+the outputs go back to their original token order.
+
+Channel widths (what the paper leaves inconsistent). The paper's text has C = 3 P^2 channels at
+every stage (48 -> 192 -> 768 -> 3072, the raw pixels under a patch) because patch merging keeps all
+4 C channels. Read literally, with Swin-T's depths (2, 2, 6, 2) that model would cost about 34
+GMACs and 400 M parameters at 224 x 224, far from its Table 1 (Ours-T: 1.01 GFLOPs, fewer parameters
+than iColoriT). We keep the paper's structure, a linear patch embedding to C_1 and widths that grow
+4x per stage (no reduction), and pick C_1 so that the compute matches its Table 1:
+    T: C_1 = 8,  widths 8, 32, 128, 512,  depths (2, 2, 6, 2),  heads (2, 4, 8, 16)   (Swin-T depths)
+    S: C_1 = 12, widths 12, 48, 192, 768, depths (2, 2, 18, 2), heads (3, 6, 12, 24)  (Swin-S depths, heads)
+Head dimensions are 4, 8, 16, 32 in both. T lands at about 1.0 GMACs and 13 M parameters at 224,
+which also fits the paper's "40 % fewer parameters, 80 % less compute" than iColoriT-S (ViT-S, 22 M,
+4.95 GFLOPs); the notebook measures both configurations (`complexity`).
+
+Training (sec. 4.3): 224 x 224, 10 random 2 x 2 hints per image carrying the mean true ab of their
+patch, Huber loss with delta = 1 on ab in Lab units (eq. 13), AdamW lr 5e-4 with a cosine schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from colorkit.attention import MultiHeadAttention, SwinWindowAttention, shifted_window_attention
+from colorkit.clustering import (balanced_binary_clustering, cluster_padding_mask, cluster_windows,
+                                 token_brightness, uncluster_windows)
+from colorkit.data import sample_hints
+from colorkit.models import Colorizer, pad_to_multiple, register
+
+__all__ = ["ARCHS", "FeatureWindowAttention", "DLSABlock", "PatchMerging", "DualLocalAttentionColorizer",
+           "complexity", "make_li_step", "AB_SCALE", "TRAIN_HINTS"]
+
+AB_SCALE = 110.0
+TRAIN_HINTS = 10                   # sec. 4.3: "10 random points are selected", each 2 x 2 pixels
+PATCH = 4                          # P_1
+# T and S (sec. 4.3: "follows the configurations of Swin-S and Swin-T"); widths: see the docstring
+ARCHS: dict[str, dict[str, Any]] = {
+    "T": {"embed_dim": 8, "depths": [2, 2, 6, 2], "heads": [2, 4, 8, 16]},
+    "S": {"embed_dim": 12, "depths": [2, 2, 18, 2], "heads": [3, 6, 12, 24]},
+}
+STABILIZERS = ("conv", "linear", "attention", "none")
+SIMILARITIES = ("brightness", "cosine")
+
+
+class FeatureWindowAttention(nn.Module):
+    """FWSA (eq. 8, 11-12): multi-head attention inside clusters of `window^2` tokens grouped by content.
+
+    forward(x (B, H, W, C), *, brightness (B, H * W) or None, window=None) -> (B, H, W, C).
+    Clusters come from `balanced_binary_clustering` of the tokens (by `brightness`, N(t) of eq. 12,
+    or by the cosine of the features); attention runs inside each cluster, without a position bias;
+    a short last cluster (H * W not a multiple of the cluster size) is padded and its padding masked.
+    The parameters are a plain `qkv` / `proj` pair, like the spatial windows' minus the bias table.
+    """
+
+    def __init__(self, dim: int, heads: int, window: int, *, similarity: str = "brightness"):
+        super().__init__()
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"FeatureWindowAttention: similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        self.window, self.similarity = window, similarity
+        self.attn = MultiHeadAttention(dim, heads)
+
+    def clusters(self, x: Tensor, brightness: Tensor | None, window: int | None = None) -> Tensor:
+        """The permutation (B, H * W) listing tokens cluster by cluster (clusters of window^2 tokens)."""
+        b, h, w, c = x.shape
+        m = min(window or self.window, h, w)                             # the SWSA window (clamped like it)
+        tokens = x.reshape(b, h * w, c)
+        return balanced_binary_clustering(tokens, m * m, brightness=brightness if self.similarity == "brightness" else None,
+                                          similarity=self.similarity)   # eq. 11-12
+
+    def forward(self, x: Tensor, *, brightness: Tensor | None = None, perm: Tensor | None = None,
+                window: int | None = None) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"FeatureWindowAttention: x must be (B, H, W, C), got {tuple(x.shape)}")
+        if self.similarity == "brightness" and brightness is None:
+            raise ValueError("FeatureWindowAttention: brightness similarity needs brightness (B, H * W)")
+        b, h, w, c = x.shape
+        m = min(window or self.window, h, w)
+        size = m * m
+        if perm is None:
+            perm = self.clusters(x, brightness, window)                  # (B, N)
+        windows = cluster_windows(x.reshape(b, h * w, c), perm, size)    # (B * G, m^2, C)
+        mask = None
+        if (h * w) % size:
+            real = cluster_padding_mask(h * w, size, device=x.device)    # (G, m^2): padded keys are False
+            mask = real.repeat(b, 1)[:, None, None, :]                   # (B * G, 1, 1, m^2)
+        out = self.attn(windows, mask=mask)                              # attention inside each cluster
+        return uncluster_windows(out, perm, size).reshape(b, h, w, c)    # original token order
+
+
+class MLP(nn.Sequential):
+    """Two fully connected layers C -> r C -> C with GELU between (sec. 3.3, r = 4); Swin's names fc1, fc2."""
+
+    def __init__(self, dim: int, ratio: float = 4.0):
+        hidden = int(dim * ratio)
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+
+class DLSABlock(nn.Module):
+    """One dual local self-attention block: WSA, SWSA, FWSA and an MLP, each pre-LN with a residual (eq. 6-9)."""
+
+    def __init__(self, dim: int, heads: int, window: int, *, similarity: str = "brightness", mlp_ratio: float = 4.0):
+        super().__init__()
+        self.window = window
+        self.norm1, self.wsa = nn.LayerNorm(dim), SwinWindowAttention(dim, heads, window)
+        self.norm2, self.swsa = nn.LayerNorm(dim), SwinWindowAttention(dim, heads, window)
+        self.norm3, self.fwsa = nn.LayerNorm(dim), FeatureWindowAttention(dim, heads, window, similarity=similarity)
+        self.norm4, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio)
+
+    def forward(self, z: Tensor, *, brightness: Tensor | None = None) -> Tensor:
+        """z (B, H, W, C) -> (B, H, W, C); brightness (B, H * W) is N(t) for FWSA."""
+        z = shifted_window_attention(self.norm1(z), self.wsa, 0) + z                      # eq. 6
+        z = shifted_window_attention(self.norm2(z), self.swsa, self.window // 2) + z      # eq. 7
+        z = self.fwsa(self.norm3(z), brightness=brightness) + z                           # eq. 8
+        return self.mlp(self.norm4(z)) + z                                                # eq. 9
+
+
+class PatchMerging(nn.Module):
+    """2 x 2 neighbouring tokens concatenated: (B, H, W, C) -> (B, H/2, W/2, 4C), then LN (Fig. 4).
+
+    Swin then reduces 4C to 2C with a 1x1 (linear) layer; Li et al. drop it to keep the channels
+    for the upsampling. `reduce=True` keeps it (their Table 3, Model 4), with Swin's names.
+    """
+
+    def __init__(self, dim: int, *, reduce: bool = False):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False) if reduce else None
+        self.out_dim = 2 * dim if reduce else 4 * dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        x0, x1 = x[:, 0::2, 0::2], x[:, 1::2, 0::2]                      # Swin's order of the four
+        x2, x3 = x[:, 0::2, 1::2], x[:, 1::2, 1::2]
+        x = self.norm(torch.cat([x0, x1, x2, x3], dim=-1))               # (B, H/2, W/2, 4C)
+        return x if self.reduction is None else self.reduction(x)        # (B, H/2, W/2, 2C) with reduce
+
+
+class _WindowStabilizer(nn.Module):
+    """The attention stabilizer (Table 3, Model 3): one window self-attention at 1/32."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.attn = SwinWindowAttention(dim, heads, window)
+
+    def forward(self, x: Tensor) -> Tensor:                              # (B, C, h, w)
+        return shifted_window_attention(x.permute(0, 2, 3, 1), self.attn, 0).permute(0, 3, 1, 2)
+
+
+def _stabilizer(kind: str, dim: int, heads: int, window: int) -> nn.Module:
+    if kind == "conv":
+        return nn.Conv2d(dim, dim, 3, padding=1)                         # receptive field 3 (sec. 3.1)
+    if kind == "linear":
+        return nn.Conv2d(dim, dim, 1)
+    if kind == "attention":
+        return _WindowStabilizer(dim, heads, window)
+    return nn.Identity()
+
+
+@register("li")
+class DualLocalAttentionColorizer(Colorizer):
+    """Li et al.'s hierarchical DLSA transformer: L + hints -> ab (B, 2, H, W).
+
+    forward(L, *, hint_ab=None, hint_mask=None, return_clusters=False); no hints = automatic
+    colorization. Any H, W: padded by edge replication to a multiple of 32, cropped back.
+    `arch` "T" or "S" (ARCHS); `embed_dim`, `depths`, `heads` override it. `window` is M (Swin: 7 at
+    224; 4 suits 64 x 64 images, whose stage-1 map is 16 x 16). Ablations (Table 3): `stabilizer`
+    "conv" (ours), "linear", "attention" or "none"; `merge_reduction` (Swin's 1x1 reduction in
+    patch merging); `similarity` "brightness" or "cosine" (FWSA clustering).
+    """
+
+    takes_hints = True
+
+    def __init__(self, arch: str = "T", image_size: int = 224, window: int = 7, embed_dim: int | None = None,
+                 depths: Sequence[int] | None = None, heads: Sequence[int] | None = None,
+                 stabilizer: str = "conv", merge_reduction: bool = False, similarity: str = "brightness",
+                 mlp_ratio: float = 4.0):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"li: arch must be one of {sorted(ARCHS)}, got {arch!r}")
+        if stabilizer not in STABILIZERS:
+            raise ValueError(f"li: stabilizer must be one of {STABILIZERS}, got {stabilizer!r}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"li: similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        base = ARCHS[arch]
+        embed_dim = base["embed_dim"] if embed_dim is None else embed_dim
+        depths = list(base["depths"] if depths is None else depths)
+        heads = list(base["heads"] if heads is None else heads)
+        if len(depths) != 4 or len(heads) != 4:
+            raise ValueError(f"li: depths and heads list the 4 stages, got depths={depths}, heads={heads}")
+        self.image_size, self.window, self.similarity = image_size, window, similarity
+        # X_0 has 4 channels: L, hint ab and the hint mask (eq. 4 folds the mask into ab = 0 off the
+        # hints, which cannot tell a gray hint from none), so a patch has 4 P_1^2 = 64 values
+        self.patch_embed = nn.Conv2d(4, embed_dim, PATCH, stride=PATCH)  # (B, C_1, H/4, W/4)
+        self.patch_norm = nn.LayerNorm(embed_dim)
+        # E_pos (sec. 3.3), learned for image_size and interpolated for other sizes
+        side = image_size // PATCH
+        self.absolute_pos = nn.Parameter(torch.zeros(1, side, side, embed_dim))
+        nn.init.trunc_normal_(self.absolute_pos, std=0.02)
+        self.widths: list[int] = []
+        self.stages, self.merges = nn.ModuleList(), nn.ModuleList()
+        dim = embed_dim
+        for s in range(4):
+            if dim % heads[s]:
+                raise ValueError(f"li: stage {s + 1} width {dim} is not divisible by its {heads[s]} heads")
+            self.widths.append(dim)
+            self.stages.append(nn.ModuleList(DLSABlock(dim, heads[s], window, similarity=similarity, mlp_ratio=mlp_ratio)
+                                             for _ in range(depths[s])))
+            if s < 3:
+                merge = PatchMerging(dim, reduce=merge_reduction)
+                self.merges.append(merge)
+                dim = merge.out_dim
+        self.norm = nn.LayerNorm(dim)                                    # Swin's final norm
+        self.stabilizer = _stabilizer(stabilizer, dim, heads[3], window)
+        self.scale = PATCH * 2 ** 3                                      # 32: the output stride
+        self.dupsample = nn.Conv2d(dim, 2 * self.scale ** 2, 1)          # DUpsampling's projection W
+        nn.init.zeros_(self.dupsample.bias)
+        self.apply(self._init_linear)
+
+    @staticmethod
+    def _init_linear(module: nn.Module) -> None:
+        # Swin's initialisation: truncated normal, std 0.02, for linear layers
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
+        if not isinstance(L, Tensor) or L.dim() != 4 or L.shape[1] != 1:
+            raise ValueError(f"li: L must be shaped (B, 1, H, W), got {tuple(L.shape) if isinstance(L, Tensor) else L!r}")
+        b, _, h, w = L.shape
+        if (hint_ab is None) != (hint_mask is None):
+            raise ValueError("li: give hint_ab and hint_mask together (or neither, for no hints)")
+        if hint_ab is None:
+            hint_ab, hint_mask = L.new_zeros(b, 2, h, w), L.new_zeros(b, 1, h, w)
+        if hint_ab.shape != (b, 2, h, w) or hint_mask.shape != (b, 1, h, w):
+            raise ValueError(f"li: hint_ab must be (B, 2, H, W) and hint_mask (B, 1, H, W) like L {tuple(L.shape)}; "
+                             f"got {tuple(hint_ab.shape)} and {tuple(hint_mask.shape)}")
+        # X_0 = I_g (+) I_hint: L, the hint ab (zero off the hints) and the mask, normalised    (eq. 4)
+        return torch.cat([(L - 50.0) / 100.0, hint_ab * hint_mask / AB_SCALE, hint_mask], dim=1)  # (B, 4, H, W)
+
+    def _position(self, h: int, w: int) -> Tensor:
+        pos = self.absolute_pos
+        if pos.shape[1:3] != (h, w):
+            pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(h, w), mode="bicubic",
+                                align_corners=False).permute(0, 2, 3, 1)
+        return pos
+
+    def encode(self, L: Tensor, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None,
+               *, return_clusters: bool = False):
+        """The hierarchical encoder: X_4 (B, C_4, H'/32, W'/32) of the input padded to H', W'
+        (multiples of 32); with `return_clusters`, also {stage: (FWSA permutation of the stage's
+        first block (B, N_s), cluster size)} for pictures."""
+        x0 = pad_to_multiple(self._inputs(L, hint_ab, hint_mask), self.scale)    # (B, 4, H', W')
+        lightness = x0[:, :1] * 100.0 + 50.0                                     # L of the padded image
+        x = self.patch_embed(x0).permute(0, 2, 3, 1)                             # (B, H'/4, W'/4, C_1)
+        x = self.patch_norm(x) + self._position(*x.shape[1:3])                   # + E_pos
+        clusters = {}
+        for s, blocks in enumerate(self.stages):
+            patch = PATCH * 2 ** s                                               # P_s = 4, 8, 16, 32
+            brightness = token_brightness(lightness, patch)                      # N(t) of eq. 12: (B, N_s)
+            if return_clusters and len(blocks):
+                first = blocks[0].fwsa
+                m = min(self.window, *x.shape[1:3])
+                clusters[s + 1] = (first.clusters(blocks[0].norm3(x), brightness), m * m)
+            for block in blocks:
+                x = block(x, brightness=brightness)                              # (B, H'/P_s, W'/P_s, C_s)
+            if s < 3:
+                x = self.merges[s](x)                                            # (B, H'/2P_s, W'/2P_s, C_s+1)
+        x = self.norm(x).permute(0, 3, 1, 2)                                     # (B, C_4, H'/32, W'/32)
+        return (x, clusters) if return_clusters else x
+
+    def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None,
+                return_clusters: bool = False):
+        """ab (B, 2, H, W) in Lab units; with `return_clusters`, also the FWSA clusters (`encode`)."""
+        h, w = L.shape[-2:]
+        encoded = self.encode(L, hint_ab, hint_mask, return_clusters=return_clusters)
+        x, clusters = encoded if return_clusters else (encoded, None)
+        x = self.stabilizer(x)                                                   # local stabilizing layer
+        # DUpsampling: a learned linear reconstruction of each token's 32 x 32 ab block, rearranged
+        ab = F.pixel_shuffle(self.dupsample(x), self.scale)                      # (B, 2, H', W')
+        # in Lab units directly: a fixed output gain (x 110) would multiply Adam's step on the
+        # projection by it, and the predictions would jump by tens of Lab units per step
+        ab = ab[..., :h, :w]                                                     # I_ab; I_pred = L (+) I_ab (eq. 5)
+        return (ab, clusters) if return_clusters else ab
+
+
+# ---------------------------------------------------------------------------------------------
+# Complexity (Table 1-2) and the training step (sec. 3.5, 4.3)
+# ---------------------------------------------------------------------------------------------
+
+def complexity(model: nn.Module, size: int = 224) -> dict[str, float]:
+    """Parameters and multiply-accumulates of one forward pass on a size x size image (with hints).
+
+    Counted by torch's FlopCounterMode (matmuls, convs and attention; FLOPs = 2 MACs). Swin's and
+    the paper's "GFLOPs" follow fvcore, which counts one multiply-add as one FLOP: compare `gmacs`.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    L = torch.full((1, 1, size, size), 50.0, device=device)
+    hints = sample_hints(torch.zeros(1, 2, size, size, device=device), TRAIN_HINTS, seed=0)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(L, hint_ab=hints["hint_ab"], hint_mask=hints["hint_mask"])
+    model.train(was_training)
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "gmacs": counter.get_total_flops() / 2e9}
+
+
+def huber_loss(pred_ab: Tensor, true_ab: Tensor, delta: float = 1.0) -> Tensor:
+    """Eq. 13: 1/2 d^2 where |d| <= delta, else delta (|d| - delta / 2), on ab in Lab units, averaged."""
+    return F.huber_loss(pred_ab, true_ab, delta=delta)
+
+
+def make_li_step(*, hints: int | Sequence[int] = TRAIN_HINTS, hint_patch: int = 2, delta: float = 1.0):
+    """The training step: `hints` random hint_patch x hint_patch hints per image (an int, the paper's
+    10, or a (low, high) range drawn uniformly per image), then the Huber loss (eq. 13).
+
+    Hints come from the engine's seeded torch RNG, so a resumed run draws the same hints.
+    """
+    if isinstance(hints, int):
+        low = high = hints
+    else:
+        low, high = (int(v) for v in hints)
+    if not 0 <= low <= high:
+        raise ValueError(f"li: hints must be an int >= 0 or a range (low, high) with 0 <= low <= high, got {hints!r}")
+
+    def step(ctx, batch) -> dict[str, Tensor]:
+        L, ab = batch["L"], batch["ab"]                                  # (B, 1, H, W), (B, 2, H, W)
+        counts = torch.randint(low, high + 1, (L.shape[0],)) if high > low else low
+        sampled = sample_hints(ab, counts, patch=hint_patch)             # the mean true ab of each patch
+        pred = ctx.models["model"](L, hint_ab=sampled["hint_ab"], hint_mask=sampled["hint_mask"])
+        loss = huber_loss(pred, ab, delta)                               # eq. 13
+        ctx.update("model", loss, name="loss")
+        return {"loss": loss}
+
+    return step
+
+
+DualLocalAttentionColorizer.training_step = staticmethod(make_li_step())
