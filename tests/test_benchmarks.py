@@ -13,3 +13,10 @@ def test_lab_throughput_quick_runs():
     assert done.returncode == 0, done.stderr
     assert "MP/s" in done.stdout
     assert "colorkit cpu f32" in done.stdout and "skimage cpu f64" in done.stdout
+
+
+def test_li_speed_quick_runs():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "li_speed.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "Ours-T:" in done.stdout and "Ours-S:" in done.stdout and "images/s" in done.stdout

@@ -12,7 +12,6 @@ from PIL import Image
 
 import colorkit
 from colorkit import evaluate, models, presets
-from colorkit.clustering import balanced_binary_clustering, gather_tokens
 from colorkit.data import ToyWorld, lab_batch
 from colorkit.models import li
 from colorkit.train import Trainer, TrainConfig
@@ -309,3 +308,12 @@ def test_hint_metrics_rank_the_truth_above_gray():
     assert best["psnr"] > 40 and best["ssim"] > 0.99 and best["pev"] < 1e-3 and best["b_psnr"] > 40
     assert worst["psnr"] < best["psnr"] and worst["pev"] > best["pev"]
     assert worst["psnr"] == pytest.approx(evaluate.psnr_vs_hints(gray, rgb, [5])[5])
+
+
+def test_brightness_clusters_depend_on_lightness_only_so_a_stage_clusters_once():
+    fwsa = li.FeatureWindowAttention(8, 1, 4)
+    brightness = torch.rand(2, 64) * 100
+    first, other = fwsa.clusters(torch.randn(2, 8, 8, 8), brightness), fwsa.clusters(torch.randn(2, 8, 8, 8), brightness)
+    assert torch.equal(first, other)
+    block, x = li.DLSABlock(8, 1, 4), torch.randn(2, 8, 8, 8)
+    torch.testing.assert_close(block(x, brightness=brightness), block(x, brightness=brightness, perm=first))
