@@ -14,9 +14,11 @@ import copy
 import inspect
 from typing import Any, Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+HINT_AB_SCALE = 110.0   # ab / 110 in the hint input (Zhang et al.)
 _REGISTRY: dict[str, type["Colorizer"]] = {}
 
 
@@ -98,6 +100,26 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+def hint_inputs(L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None, *, model: str) -> Tensor:
+    """The input of the hint-taking models, [L; hint ab; hint mask] normalised: (B, 4, H, W).
+
+    Zhang et al.'s normalisation, which Jiang et al. and Li et al. (eq. 4) inherit: (L - 50) / 100,
+    ab / 110 (zero off the hints) and the mask as it is. No hints (both None) = zeros, automatic
+    colorization. Shapes are checked, and errors name `model`.
+    """
+    if not isinstance(L, Tensor) or L.dim() != 4 or L.shape[1] != 1:
+        raise ValueError(f"{model}: L must be shaped (B, 1, H, W), got {tuple(L.shape) if isinstance(L, Tensor) else L!r}")
+    b, _, h, w = L.shape
+    if (hint_ab is None) != (hint_mask is None):
+        raise ValueError(f"{model}: give hint_ab and hint_mask together (or neither, for no hints)")
+    if hint_ab is None:
+        hint_ab, hint_mask = L.new_zeros(b, 2, h, w), L.new_zeros(b, 1, h, w)
+    if hint_ab.shape != (b, 2, h, w) or hint_mask.shape != (b, 1, h, w):
+        raise ValueError(f"{model}: hint_ab must be (B, 2, H, W) and hint_mask (B, 1, H, W) like L {tuple(L.shape)}; "
+                         f"got {tuple(hint_ab.shape)} and {tuple(hint_mask.shape)}")
+    return torch.cat([(L - 50.0) / 100.0, hint_ab * hint_mask / HINT_AB_SCALE, hint_mask], dim=1)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from colorkit.color import lab_to_rgb
 from colorkit.data import geometric_hint_counts, sample_hints
-from colorkit.models import Colorizer, pad_to_multiple, register
+from colorkit.models import Colorizer, hint_inputs, pad_to_multiple, register
 
 __all__ = ["BaseNet", "huber_loss", "salient_loss", "make_smsanet_step", "ATTENTIONS", "AB_SCALE", "HINT_P"]
 
@@ -119,18 +119,7 @@ class BaseNet(Colorizer):
         self.head = nn.Conv2d(2 * c, 2, 1)
 
     def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
-        if not isinstance(L, Tensor) or L.dim() != 4 or L.shape[1] != 1:
-            raise ValueError(f"jiang: L must be shaped (B, 1, H, W), got {tuple(L.shape) if isinstance(L, Tensor) else L!r}")
-        b, _, h, w = L.shape
-        if (hint_ab is None) != (hint_mask is None):
-            raise ValueError("jiang: give hint_ab and hint_mask together (or neither, for no hints)")
-        if hint_ab is None:
-            hint_ab, hint_mask = L.new_zeros(b, 2, h, w), L.new_zeros(b, 1, h, w)
-        if hint_ab.shape != (b, 2, h, w) or hint_mask.shape != (b, 1, h, w):
-            raise ValueError(f"jiang: hint_ab must be (B, 2, H, W) and hint_mask (B, 1, H, W) like L {tuple(L.shape)}; "
-                             f"got {tuple(hint_ab.shape)} and {tuple(hint_mask.shape)}")
-        # Zhang et al.'s normalisation: L centred, ab / 110, the mask as it is
-        return torch.cat([(L - 50.0) / 100.0, hint_ab * hint_mask / AB_SCALE, hint_mask], dim=1)   # (B, 4, H, W)
+        return hint_inputs(L, hint_ab, hint_mask, model="jiang")                 # (B, 4, H, W)
 
     def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None,
                 return_maps: bool = False):

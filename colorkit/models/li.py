@@ -57,12 +57,11 @@ from colorkit.attention import MultiHeadAttention, SwinWindowAttention, shifted_
 from colorkit.clustering import (balanced_binary_clustering, cluster_padding_mask, cluster_windows,
                                  token_brightness, uncluster_windows)
 from colorkit.data import sample_hints
-from colorkit.models import Colorizer, pad_to_multiple, register
+from colorkit.models import Colorizer, hint_inputs, pad_to_multiple, register
 
 __all__ = ["ARCHS", "FeatureWindowAttention", "DLSABlock", "PatchMerging", "DualLocalAttentionColorizer",
-           "complexity", "make_li_step", "AB_SCALE", "TRAIN_HINTS"]
+           "complexity", "make_li_step", "TRAIN_HINTS"]
 
-AB_SCALE = 110.0
 TRAIN_HINTS = 10                   # sec. 4.3: "10 random points are selected", each 2 x 2 pixels
 PATCH = 4                          # P_1
 # T and S (sec. 4.3: "follows the configurations of Swin-S and Swin-T"); widths: see the docstring
@@ -258,18 +257,8 @@ class DualLocalAttentionColorizer(Colorizer):
                 nn.init.zeros_(module.bias)
 
     def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
-        if not isinstance(L, Tensor) or L.dim() != 4 or L.shape[1] != 1:
-            raise ValueError(f"li: L must be shaped (B, 1, H, W), got {tuple(L.shape) if isinstance(L, Tensor) else L!r}")
-        b, _, h, w = L.shape
-        if (hint_ab is None) != (hint_mask is None):
-            raise ValueError("li: give hint_ab and hint_mask together (or neither, for no hints)")
-        if hint_ab is None:
-            hint_ab, hint_mask = L.new_zeros(b, 2, h, w), L.new_zeros(b, 1, h, w)
-        if hint_ab.shape != (b, 2, h, w) or hint_mask.shape != (b, 1, h, w):
-            raise ValueError(f"li: hint_ab must be (B, 2, H, W) and hint_mask (B, 1, H, W) like L {tuple(L.shape)}; "
-                             f"got {tuple(hint_ab.shape)} and {tuple(hint_mask.shape)}")
         # X_0 = I_g (+) I_hint: L, the hint ab (zero off the hints) and the mask, normalised    (eq. 4)
-        return torch.cat([(L - 50.0) / 100.0, hint_ab * hint_mask / AB_SCALE, hint_mask], dim=1)  # (B, 4, H, W)
+        return hint_inputs(L, hint_ab, hint_mask, model="li")                    # (B, 4, H, W)
 
     def _position(self, h: int, w: int) -> Tensor:
         pos = self.absolute_pos
