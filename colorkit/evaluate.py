@@ -117,6 +117,24 @@ def _hint_model_predictor(model: torch.nn.Module):
 
 
 @torch.no_grad()
+def _hint_scores(predict, rgb: torch.Tensor, count: int, scores: dict, *, patch: int, seed: int,
+                 batch_size: int) -> dict[str, float]:
+    """Means over the images of each score(pred RGB, true RGB) for predict(L, hint_ab, hint_mask) -> ab
+    with `count` fixed hints, computed chunk by chunk (each score is a per-image mean)."""
+    if isinstance(predict, torch.nn.Module):
+        predict = _hint_model_predictor(predict)
+    rgb = rgb.float().cpu()
+    inputs = fixed_hints(rgb, int(count), patch=patch, seed=seed)           # for all images at once: no batch dependence
+    sums = dict.fromkeys(scores, 0.0)
+    for i in range(0, rgb.shape[0], batch_size):
+        part = {k: v[i:i + batch_size] for k, v in inputs.items()}
+        ab = predict(part["L"], part["hint_ab"], part["hint_mask"])
+        pred = lab_to_rgb(torch.cat([part["L"], ab.float().cpu()], dim=1))
+        for name, score in scores.items():
+            sums[name] += score(pred, rgb[i:i + batch_size]) * pred.shape[0]
+    return {name: total / rgb.shape[0] for name, total in sums.items()}
+
+
 def psnr_vs_hints(predict, rgb: torch.Tensor, counts, *, patch: int = 2, seed: int = HINT_SEED,
                   batch_size: int = 32) -> dict[int, float]:
     """PSNR (RGB, dB, mean over images) of predict(L, hint_ab, hint_mask) -> ab for each hint count.
@@ -124,23 +142,10 @@ def psnr_vs_hints(predict, rgb: torch.Tensor, counts, *, patch: int = 2, seed: i
     `predict` is a hint-taking model (called with keywords) or any function of the three tensors, e.g.
     `mean_hint_color` or `colorkit.levin.levin_colorize`; every method gets the same `fixed_hints`.
     """
-    if isinstance(predict, torch.nn.Module):
-        predict = _hint_model_predictor(predict)
-    rgb = rgb.float().cpu()
-    curve = {}
-    for count in counts:
-        inputs = fixed_hints(rgb, int(count), patch=patch, seed=seed)       # for all images at once: no batch dependence
-        total = 0.0
-        for i in range(0, rgb.shape[0], batch_size):
-            part = {k: v[i:i + batch_size] for k, v in inputs.items()}
-            ab = predict(part["L"], part["hint_ab"], part["hint_mask"])
-            pred = lab_to_rgb(torch.cat([part["L"], ab.float().cpu()], dim=1))
-            total += metrics.psnr(pred, rgb[i:i + batch_size]) * pred.shape[0]
-        curve[int(count)] = total / rgb.shape[0]
-    return curve
+    return {int(count): _hint_scores(predict, rgb, count, {"psnr": metrics.psnr}, patch=patch, seed=seed,
+                                     batch_size=batch_size)["psnr"] for count in counts}
 
 
-@torch.no_grad()
 def hint_metrics(predict, rgb: torch.Tensor, count: int, *, patch: int = 2, seed: int = HINT_SEED,
                  batch_size: int = 32, error_patch: int = 16) -> dict[str, float]:
     """PSNR, SSIM, PEV and boundary PSNR of predict(L, hint_ab, hint_mask) -> ab with `count` fixed hints.
@@ -148,16 +153,7 @@ def hint_metrics(predict, rgb: torch.Tensor, count: int, *, patch: int = 2, seed
     The metrics of Li et al.'s Tables 1 and 3, means over the images; PEV and B-PSNR on a grid of
     `error_patch` x `error_patch` patches (`metrics.patch_error_variance`, `metrics.boundary_psnr`).
     """
-    if isinstance(predict, torch.nn.Module):
-        predict = _hint_model_predictor(predict)
-    rgb = rgb.float().cpu()
-    inputs = fixed_hints(rgb, int(count), patch=patch, seed=seed)
-    preds = []
-    for i in range(0, rgb.shape[0], batch_size):
-        part = {k: v[i:i + batch_size] for k, v in inputs.items()}
-        ab = predict(part["L"], part["hint_ab"], part["hint_mask"]).float().cpu()
-        preds.append(lab_to_rgb(torch.cat([part["L"], ab], dim=1)))
-    pred = torch.cat(preds)
-    return {"psnr": metrics.psnr(pred, rgb), "ssim": metrics.ssim(pred, rgb),
-            "pev": metrics.patch_error_variance(pred, rgb, error_patch),
-            "b_psnr": metrics.boundary_psnr(pred, rgb, error_patch)}
+    scores = {"psnr": metrics.psnr, "ssim": metrics.ssim,
+              "pev": lambda pred, true: metrics.patch_error_variance(pred, true, error_patch),
+              "b_psnr": lambda pred, true: metrics.boundary_psnr(pred, true, error_patch)}
+    return _hint_scores(predict, rgb, count, scores, patch=patch, seed=seed, batch_size=batch_size)
