@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from colorkit.runs import PRESETS, _write_json_atomic, project_root
+from colorkit.runs import PRESETS, _write_json_atomic, project_root, resolve_out
 
 NOTEBOOKS_DIR = "notebooks"
 
@@ -76,7 +76,7 @@ def run(preset: str | None = None, out: str = "runs", only: list[str] | None = N
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets are {', '.join(PRESETS)}")
     root = project_root()
-    out_root = (root / out).resolve()
+    out_root = resolve_out(out).resolve()
     executed = out_root / "executed"
     executed.mkdir(parents=True, exist_ok=True)
     overrides = {**({"PRESET": preset} if preset else {}), **({"DEVICE": device} if device else {}),

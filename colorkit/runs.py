@@ -70,11 +70,26 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     return here
 
 
+OUT_ROOT_ENV = "COLORKIT_OUT_ROOT"
+
+
+def out_root() -> Path:
+    """The folder that relative OUT_DIRs (``"runs/..."``) are taken from: the project root, or
+    $COLORKIT_OUT_ROOT when set. The test command sets it to a folder of its own, so that testing
+    never reads or writes a user's `runs/`."""
+    override = os.environ.get(OUT_ROOT_ENV)
+    return Path(override).resolve() if override else project_root()
+
+
+def resolve_out(path: str | os.PathLike) -> Path:
+    """`path` as is when absolute, else taken from `out_root()`."""
+    path = Path(path)
+    return path if path.is_absolute() else out_root() / path
+
+
 def run_dir(out_dir: str | os.PathLike) -> Path:
-    """Create and return the run folder; a relative path is taken from the project root."""
-    path = Path(out_dir)
-    if not path.is_absolute():
-        path = project_root() / path
+    """Create and return the run folder; a relative path is taken from `out_root()` (the project root)."""
+    path = resolve_out(out_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -521,6 +521,7 @@ class Trainer:
         self.ema = {m: EMA(self.models[m], config.ema_decay) for m in self.trained} if config.ema_decay is not None else {}
 
         self.step, self.last_val, self.last_losses, self.train_seconds = 0, {}, {}, 0.0
+        self.last_images_per_s = 0.0          # of the last session that trained (the summary's images_per_s)
         self._rng_to_restore = None
         if resume and self.checkpoint_path.exists():
             self._restore(load_checkpoint(self.checkpoint_path))
@@ -576,8 +577,16 @@ class Trainer:
             ema.shadow = {k: v.to(self.device) for k, v in ckpt["ema"][name].items()}
         self.step = int(ckpt["step"])
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
-        self.last_val = next((r["metrics"] for r in reversed(self._read_records())
-                              if r.get("kind") == "val" and r.get("step", math.inf) <= self.step), {})
+        # What the summary reports: from the checkpoint, or (older checkpoints) from metrics.jsonl,
+        # so that a finished run resumed reports what it reported when it trained.
+        records = [r for r in self._read_records() if r.get("step", math.inf) <= self.step]
+        saved = ckpt.get("summary") or {}
+        self.last_losses = dict(saved.get("losses") or next(
+            (r["loss"] for r in reversed(records) if r.get("kind") == "train"), {}))
+        self.last_val = dict(saved.get("val") or next(
+            (r["metrics"] for r in reversed(records) if r.get("kind") == "val"), {}))
+        self.last_images_per_s = float(saved.get("images_per_s") or next(
+            (r["images_per_s"] for r in reversed(records) if r.get("kind") == "train"), 0.0))
         # Each rank continues its own RNG streams; with another world size, rank 0's are reused.
         states = ckpt.get("rng_by_rank") or [ckpt["rng"]]
         self._rng_to_restore = states[self.dist.rank] if self.dist.rank < len(states) else states[0]
@@ -664,11 +673,15 @@ class Trainer:
                 "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
                 "train_config": self.config.to_dict(), "optimizer_specs": self.specs, "data_len": len(self.data),
                 "world_size": self.dist.world_size, "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank,
-                "train_seconds": self.train_seconds + time.perf_counter() - self._start_time}
+                "train_seconds": self._saved_train_seconds,
+                "summary": {"losses": dict(self.last_losses), "val": dict(self.last_val),
+                            "images_per_s": self.last_images_per_s}}
+
 
     def _save(self) -> None:
         """Rank 0 writes the checkpoint; every rank contributes its RNG state and waits for the write."""
         rng_by_rank = [_rng_state(self.device)]
+        self._saved_train_seconds = self.train_seconds + time.perf_counter() - self._start_time   # every session's
         if self.dist.world_size > 1:
             rng_by_rank = [None] * self.dist.world_size
             dist.all_gather_object(rng_by_rank, _rng_state(self.device))
@@ -769,11 +782,14 @@ class Trainer:
             if self.dist.owns_group:
                 dist.destroy_process_group()
         seconds = time.perf_counter() - start_time
-        train_seconds = self.train_seconds + (seconds if self.step > start_step else 0.0)
-        return {"steps": self.step, "resumed_from": start_step, "seconds": seconds, "train_seconds": train_seconds,
-                "images_per_s": (self.step - start_step) * cfg.batch_size / max(seconds, 1e-9),
-                "losses": self.last_losses, "val": self.last_val, "checkpoint": str(self.checkpoint_path),
-                "out_dir": str(self.out_dir), "world_size": self.dist.world_size}
+        if self.step > start_step:
+            # the time the final checkpoint recorded, so that a resumed finished run reports the same
+            self.train_seconds = self._saved_train_seconds
+        # A finished run that is resumed reports what it reported when it trained (losses, val,
+        # images/s of its last training session, train_seconds): only `seconds` and `resumed_from` differ.
+        return {"steps": self.step, "resumed_from": start_step, "seconds": seconds, "train_seconds": self.train_seconds,
+                "images_per_s": self.last_images_per_s, "losses": dict(self.last_losses), "val": dict(self.last_val),
+                "checkpoint": str(self.checkpoint_path), "out_dir": str(self.out_dir), "world_size": self.dist.world_size}
 
     def _log(self, sums: dict[str, float], count: int, start_step: int, start_time: float, bar: tqdm) -> None:
         keys = sorted(sums)                    # the same order on every rank
@@ -781,7 +797,7 @@ class Trainer:
         means = {k: v / self.dist.world_size for k, v in zip(keys, totals)}
         seconds = time.perf_counter() - start_time
         images_per_s = (self.step - start_step) * self.config.batch_size / max(seconds, 1e-9)
-        self.last_losses = means
+        self.last_losses, self.last_images_per_s = means, images_per_s
         lrs = {n: s.get_last_lr()[0] for n, s in self.schedulers.items()}   # the next step's learning rate
         self._record({"kind": "train", "step": self.step, "seconds": round(seconds, 3),
                       "images_per_s": round(images_per_s, 2), "loss": means, "lr": lrs})

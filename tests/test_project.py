@@ -2,6 +2,7 @@
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -135,6 +136,20 @@ def test_cli_colorizes_with_a_checkpoint_the_course_run_left(smoke_course_run, t
     assert Image.open(target).size == (70, 50)
 
 
+def test_every_notebook_runs_a_second_time_into_the_same_folder(smoke_course_run):
+    """A student who runs a notebook again (or `./course.sh test` after `./course.sh run`): every
+    training resumes its finished checkpoint, and the notebook reports what it reported the first time."""
+    out, first = smoke_course_run
+    before = json.loads((out / "results.json").read_text())
+    again = subprocess.run([sys.executable, "-m", "colorkit", "course", "--preset", "smoke", "--out", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert [row["status"] for row in json.loads((out / "summary.json").read_text())] == ["ok"] * len(course.notebooks())
+    after = json.loads((out / "results.json").read_text())
+    assert [(r["notebook"], r["variant"], r["checkpoint"], r["train_seconds"], r["val"]) for r in after] == \
+        [(r["notebook"], r["variant"], r["checkpoint"], r["train_seconds"], r["val"]) for r in before]
+
+
 def test_course_run_with_only_keeps_the_other_notebooks_results(smoke_course_run):
     out, _ = smoke_course_run
     before = json.loads((out / "results.json").read_text())
@@ -235,3 +250,14 @@ def test_check_cells_compare_against_their_pinned_output(tmp_path, source, expec
 def test_a_hanging_cell_fails_at_the_cell_timeout(tmp_path):
     result = _run_nbval(tmp_path, "import time\ntime.sleep(60)", None, "--nbval-cell-timeout=3")
     assert result.returncode != 0 and "Timeout" in result.stdout, result.stdout[-2000:]
+
+
+def test_the_test_command_keeps_out_of_the_users_runs_folder(tmp_path, monkeypatch):
+    # conftest.py points relative OUT_DIRs at a folder of the test session's own
+    assert not str(runs.run_dir("runs/probe")).startswith(str(ROOT / "runs"))
+    assert runs.run_dir("runs/probe") == Path(os.environ["COLORKIT_OUT_ROOT"]).resolve() / "runs" / "probe"
+    monkeypatch.setenv("COLORKIT_OUT_ROOT", str(tmp_path))
+    assert runs.resolve_out("runs/x") == tmp_path.resolve() / "runs" / "x"
+    assert runs.resolve_out(tmp_path / "abs") == tmp_path / "abs"
+    monkeypatch.delenv("COLORKIT_OUT_ROOT")
+    assert runs.resolve_out("runs/x") == ROOT / "runs" / "x"           # a user's own runs: the project's runs/

@@ -371,8 +371,23 @@ def test_resuming_a_finished_run_returns_at_once_with_its_training_time(tmp_path
     assert len(calls) == 1                                               # validated once, by the first run
     assert (tmp_path / "metrics.jsonl").read_text().splitlines() == lines
     assert again["resumed_from"] == again["steps"] == 4
-    assert again["train_seconds"] == pytest.approx(load_checkpoint(tmp_path / "checkpoint.pt")["train_seconds"])
-    assert again["train_seconds"] > 0 and again["val"] == {"score": 1.0} == first["val"]
+    assert again["train_seconds"] == load_checkpoint(tmp_path / "checkpoint.pt")["train_seconds"] > 0
+    # the summary is the same whether the run trained now or was resumed finished (a notebook run twice)
+    same = ("steps", "train_seconds", "images_per_s", "losses", "val", "checkpoint")
+    assert {k: again[k] for k in same} == {k: first[k] for k in same}
+    assert first["losses"].keys() == {"loss"} and first["images_per_s"] > 0 and first["val"] == {"score": 1.0}
+
+
+def test_a_finished_checkpoint_without_a_summary_reports_its_losses_from_metrics_jsonl(tmp_path):
+    """Checkpoints written before the summary was stored: losses and val come from metrics.jsonl."""
+    first = Trainer({"model": NoisyMLP()}, noisy_step, Points(), config(steps=4), out_dir=tmp_path,
+                    val_fn=lambda ctx: {"score": 2.0}).fit()
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    del ckpt["summary"]
+    save_checkpoint(ckpt, tmp_path / "checkpoint.pt")
+    again = Trainer({"model": NoisyMLP()}, noisy_step, Points(), config(steps=4), out_dir=tmp_path).fit()
+    assert again["losses"] == pytest.approx(first["losses"]) and again["val"] == {"score": 2.0}
+    assert again["images_per_s"] == pytest.approx(first["images_per_s"], abs=0.01)
 
 
 def test_load_checkpoint_errors_name_the_path(tmp_path):
