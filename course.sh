@@ -7,6 +7,8 @@
 # The environment is a virtualenv in .venv (COLORKIT_VENV overrides). Where there is no CUDA GPU,
 # torch is installed as the CPU build, never the multi-GB CUDA one. TORCH_SPEC="torch==X" overrides.
 set -euo pipefail
+# relative paths the user gives (--data data/mini) are taken from where they ran the command
+export COLORKIT_CALLER_CWD="${COLORKIT_CALLER_CWD:-$PWD}"
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 VENV="${COLORKIT_VENV:-.venv}"

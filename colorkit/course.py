@@ -62,6 +62,59 @@ RESULT_COLUMNS = ("notebook", "model", "variant", "preset", "parameters", "train
                   "gray_psnr", "checkpoint")
 
 
+def _matches(nb: Path, key: str) -> bool:
+    return nb.name.startswith(key) or nb.stem == key
+
+
+def select_notebooks(only: list[str] | None, root: Path | None = None) -> list[Path]:
+    """The notebooks `--only` names (all when `only` is None); a name matching none, or an empty
+    `--only`, is an error that lists the notebooks."""
+    found = notebooks(root)
+    listing = ", ".join(nb.stem for nb in found)
+    if only is None:
+        return found
+    if not only:
+        raise ValueError(f"--only needs notebook names or prefixes, e.g. --only 00 02; the notebooks are: {listing}")
+    unmatched = [key for key in only if not any(_matches(nb, key) for nb in found)]
+    if unmatched:
+        raise ValueError(f"--only {' '.join(unmatched)}: no notebook matches; the notebooks are: {listing}")
+    return [nb for nb in found if any(_matches(nb, key) for key in only)]
+
+
+CALLER_CWD_ENV = "COLORKIT_CALLER_CWD"   # set by course.sh, which runs from the project root
+
+
+def resolve_data(data: str | None, cwd: str | os.PathLike | None = None) -> str | None:
+    """DATA for the notebooks: a dataset name as it is; a folder as an absolute path, a relative one
+    taken from the folder the user ran the command in (notebooks run in notebooks/), and checked
+    before any notebook starts."""
+    from colorkit.data import DATA_NAMES, IMAGE_EXTENSIONS, _cache_state, walk_files
+
+    if data is None or str(data) in DATA_NAMES:
+        return data
+    base = Path(cwd or os.environ.get(CALLER_CWD_ENV) or os.getcwd())
+    folder = (base / Path(data).expanduser()).resolve()
+    if not folder.exists():
+        raise FileNotFoundError(f"--data {data}: no folder {folder} (a relative path is taken from {base}); "
+                                f"DATA is one of {', '.join(DATA_NAMES)} or a folder of images")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"--data {data}: {folder} is not a folder")
+    if _cache_state(str(folder)) is None and _cache_state(str(folder / "train")) is None:
+        has_image = any(path.lower().endswith(IMAGE_EXTENSIONS) for path in walk_files(folder))
+        if not has_image:
+            raise ValueError(f"--data {data}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    return str(folder)
+
+
+def _error_line(err: BaseException) -> str:
+    """One line for a failed notebook's status: the notebook's own exception for papermill's error."""
+    name, value = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if name is None:
+        name, value = type(err).__name__, str(err)
+    lines = [line.strip() for line in str(value or "").splitlines() if line.strip()]
+    return f"{name}: {lines[0]}" if lines else name
+
+
 def run(preset: str | None = None, out: str = "runs", only: list[str] | None = None, *,
         device: str | None = None, data: str | None = None, extra: dict | None = None) -> list[dict]:
     """Execute the notebooks with papermill and collect what they recorded; one row per notebook.
@@ -70,24 +123,45 @@ def run(preset: str | None = None, out: str = "runs", only: list[str] | None = N
     checkpoints) to `<out>/<notebook stem>/`. Every trained model a notebook records (see
     `colorkit.runs.save_run(..., trained_models=...)`) becomes a row of `<out>/results.json` and of
     the table `<out>/results.md`; `<out>/summary.json` holds each notebook's status and time.
+    The tables are rewritten (atomically) before and after every notebook: a notebook that is running
+    shows as "running", one stopped by Ctrl-C as "interrupted" (and a "running" row that a killed run
+    left behind becomes "interrupted" at the next run); its earlier results are dropped when it starts.
+    Arguments are checked before any notebook starts: the preset, `only`, the device and the data folder.
     """
     import papermill
 
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets are {', '.join(PRESETS)}")
     root = project_root()
+    selected = select_notebooks(only, root)
+    if device:
+        from colorkit.runs import resolve_device
+
+        resolve_device(device)                           # a missing GPU or a typo: one line, before any notebook
+    extra = dict(extra or {})
+    if data is None and isinstance(extra.get("DATA"), str):       # -p DATA FOLDER is --data FOLDER
+        data = extra.pop("DATA")
+    data = resolve_data(data)
     out_root = resolve_out(out).resolve()
     executed = out_root / "executed"
     executed.mkdir(parents=True, exist_ok=True)
     overrides = {**({"PRESET": preset} if preset else {}), **({"DEVICE": device} if device else {}),
                  **({"DATA": str(data)} if data else {}), **(extra or {})}
-    rows, results = [], []
-    for nb in notebooks(root):
-        if only and not any(nb.name.startswith(key) or nb.stem == key for key in only):
-            continue
+    rows = {r["notebook"]: r for r in _read_json_list(out_root / "summary.json") if "notebook" in r}
+    for row in rows.values():
+        if row.get("status") == "running":                # a run that was killed (kill -9, a closed terminal)
+            row["status"] = "interrupted"
+    results = [r for r in _read_json_list(out_root / "results.json") if "notebook" in r]
+    ran = []
+    for nb in selected:
         out_dir = out_root / nb.stem
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").unlink(missing_ok=True)     # never report a previous run's numbers
+        results = [r for r in results if r["notebook"] != nb.name]
+        rows[nb.name] = {"notebook": nb.name, "status": "running", "seconds": 0.0, "out_dir": str(out_dir),
+                         "metrics": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        ran.append(nb.name)
+        _write_tables(out_root, rows, results)
         params = {"OUT_DIR": str(out_dir), **overrides}
         print(f"[course] {nb.name} -> {out_dir}", flush=True)
         start = time.perf_counter()
@@ -95,32 +169,40 @@ def run(preset: str | None = None, out: str = "runs", only: list[str] | None = N
         try:
             papermill.execute_notebook(str(nb), str(executed / nb.name), parameters=params,
                                        cwd=str(nb.parent), kernel_name=kernel_name(), progress_bar=False)
+        except KeyboardInterrupt:
+            rows[nb.name].update(status="interrupted", seconds=round(time.perf_counter() - start, 1))
+            _write_tables(out_root, rows, results)
+            print(f"[course] {nb.name}: interrupted; the tables in {out_root} say so", flush=True)
+            raise
         except Exception as err:  # keep going: one failing notebook should not hide the others
-            status = f"failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            status = f"failed: {_error_line(err)}"
         seconds = time.perf_counter() - start
         metrics_file = out_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() and status == "ok" else {}
-        for model in metrics.get("trained_models", []):
-            results.append({"notebook": nb.name, **model})
-        rows.append({"notebook": nb.name, "status": status, "seconds": round(seconds, 1),
-                     "out_dir": str(out_dir), "metrics": metrics})
+        results += [{"notebook": nb.name, **model} for model in metrics.get("trained_models", [])]
+        rows[nb.name] = {"notebook": nb.name, "status": status, "seconds": round(seconds, 1),
+                         "out_dir": str(out_dir), "metrics": metrics}
+        _write_tables(out_root, rows, results)
         print(f"[course] {nb.name}: {status} in {seconds:.1f} s", flush=True)
-    # Notebooks not run this time (--only) keep their earlier rows.
-    ran = {row["notebook"] for row in rows}
-    rows = [r for r in _read_json_list(out_root / "summary.json") if r.get("notebook") not in ran] + rows
-    results = [r for r in _read_json_list(out_root / "results.json") if r.get("notebook") not in ran] + results
-    rows.sort(key=lambda r: r["notebook"])
-    results.sort(key=lambda r: r["notebook"])
-    _write_json_atomic(out_root / "summary.json", rows)
+    print(f"\n{'notebook':<36} {'status':<8} {'seconds':>8}")
+    for name in ran:
+        row = rows[name]
+        print(f"{row['notebook']:<36} {row['status'][:8]:<8} {row['seconds']:>8.1f}")
+        if row["status"] != "ok":
+            print(f"    {row['status']}")
+    print(f"results: {out_root / 'results.md'}")
+    return sorted(rows.values(), key=lambda r: r["notebook"])
+
+
+def _write_tables(out_root: Path, rows: dict[str, dict], results: list[dict]) -> None:
+    """summary.json, results.json and results.md, each replaced atomically."""
+    ordered = sorted(rows.values(), key=lambda r: r["notebook"])
+    results = sorted(results, key=lambda r: r["notebook"])
+    _write_json_atomic(out_root / "summary.json", ordered)
     _write_json_atomic(out_root / "results.json", results)
     table = out_root / "results.md.tmp"
-    table.write_text(results_table(results, rows))
+    table.write_text(results_table(results, ordered))
     os.replace(table, out_root / "results.md")
-    print(f"\n{'notebook':<36} {'status':<8} {'seconds':>8}")
-    for row in (r for r in rows if r["notebook"] in ran):
-        print(f"{row['notebook']:<36} {row['status'][:8]:<8} {row['seconds']:>8.1f}")
-    print(f"results: {out_root / 'results.md'}")
-    return rows
 
 
 def _read_json_list(path: Path) -> list[dict]:
@@ -254,9 +336,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_arguments(args: argparse.Namespace) -> int:
-    rows = run(args.preset, args.out, args.only, device=args.device, data=args.data,
-               extra={k: _parse_value(v) for k, v in args.p})
-    return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
+    try:
+        rows = run(args.preset, args.out, args.only, device=args.device, data=args.data,
+                   extra={k: _parse_value(v) for k, v in args.p})
+    except (ValueError, OSError) as err:                 # bad arguments: one line, before any notebook ran
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    ran = [r for r in rows if r["notebook"] in {nb.name for nb in select_notebooks(args.only)}]
+    return 0 if ran and all(r["status"] == "ok" for r in ran) else 1
 
 
 if __name__ == "__main__":

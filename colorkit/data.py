@@ -32,12 +32,13 @@ import json
 import math
 import os
 import random
-import zlib
 import shutil
+import stat
+import zlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -545,6 +546,36 @@ _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"
 # Reasons, as the summary prints them.
 CORRUPT, TOO_SMALL, GRAYSCALE = "corrupt or unreadable", "too small", "grayscale, no color"
 LOAD_FAILED = "failed at load time"
+NOT_A_FILE, UNREADABLE_FOLDER = "not a regular file", "unreadable folder"
+
+
+def walk_files(root: str | os.PathLike, *, on_skip: Callable[[str, str], None] | None = None) -> Iterator[str]:
+    """Every file path under `root`, in a deterministic (sorted) order.
+
+    Symlinked folders are followed, each real folder once (a link back up the tree is not a loop);
+    a folder that cannot be listed is reported to `on_skip(UNREADABLE_FOLDER, path)`, and so is
+    anything that is not a regular file (a FIFO, a socket, a device: opening one could hang) with
+    NOT_A_FILE; neither stops the walk.
+    """
+    report = on_skip or (lambda reason, path: None)
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(root, followlinks=True, onerror=lambda err: report(UNREADABLE_FOLDER, err.filename)):
+        real = os.path.realpath(folder)
+        if real in seen:                 # reached again through a link: already walked
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()                      # deterministic order, whatever the file system returns
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError:              # a dangling link, a file that vanished
+                regular = False
+            if regular:
+                yield path
+            else:
+                report(NOT_A_FILE, path)
 
 
 @dataclass
@@ -597,6 +628,10 @@ def _decode_cover(path: str, resize: tuple[int, int]) -> Image.Image:
 class ImageFolder(Dataset):
     """All images under `root` (recursive), resized and cropped to `size`; for full-size runs.
 
+    The walk (`walk_files`) follows symlinked folders once each, counts folders it cannot list
+    ("unreadable folder") and skips anything that is not a regular file ("not a regular file": a FIFO
+    named *.png would hang a read).
+
     Extensions: IMAGE_EXTENSIONS, any case. The scan opens every file's header (PIL `open` +
     `verify`, no full decode) and decides, in this order:
       corrupt or unreadable -> skipped; smaller than `min_side` on its short side -> skipped;
@@ -644,21 +679,26 @@ class ImageFolder(Dataset):
 
     def _scan(self) -> list[str]:
         usable = []
-        for folder, dirs, names in os.walk(self.root):
-            dirs.sort()  # deterministic order, whatever the file system returns
-            for name in sorted(names):
-                path = os.path.join(folder, name)
-                if not name.lower().endswith(self.extensions):
-                    self.report.ignored += 1
-                    continue
+
+        def skip(reason: str, path: str) -> None:
+            if reason == UNREADABLE_FOLDER:
+                self.report.add("skipped", reason, path)
+            elif path.lower().endswith(self.extensions):      # a FIFO or socket named like an image
                 self.report.scanned += 1
-                verdict = self._inspect(path)
-                if verdict in (CORRUPT, TOO_SMALL, GRAYSCALE):
-                    self.report.add("skipped", verdict, path)
-                    continue
-                if verdict is not None:
-                    self.report.add("converted", verdict, path)
-                usable.append(path)
+                self.report.add("skipped", reason, path)
+
+        for path in walk_files(self.root, on_skip=skip):
+            if not path.lower().endswith(self.extensions):
+                self.report.ignored += 1
+                continue
+            self.report.scanned += 1
+            verdict = self._inspect(path)
+            if verdict in (CORRUPT, TOO_SMALL, GRAYSCALE):
+                self.report.add("skipped", verdict, path)
+                continue
+            if verdict is not None:
+                self.report.add("converted", verdict, path)
+            usable.append(path)
         self.report.usable = len(usable)
         return usable
 

@@ -34,7 +34,8 @@ def choose(preset: str, **by_preset: Any) -> Any:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    """'auto' picks cuda, then mps, then cpu; 'cpu', 'cuda', 'cuda:N' or 'mps' must be there, else a
+    ValueError in one line says what is missing."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -42,9 +43,21 @@ def resolve_device(device: str = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"DEVICE={device!r} asked for CUDA, but torch sees no CUDA device; use 'auto' or 'cpu'")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for CUDA, but torch sees no CUDA device; use 'auto' or 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {device!r}: torch sees no MPS (Apple GPU) device; use 'auto' or 'cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: colorkit runs on 'cpu', 'cuda' or 'mps'")
     return dev
 
 

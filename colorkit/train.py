@@ -35,6 +35,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -56,9 +57,10 @@ from tqdm.auto import tqdm
 from colorkit.data import _seed_worker, lab_batch
 from colorkit.runs import _jsonable, _write_json_atomic, resolve_device, run_dir, seed_everything
 
-__all__ = ["TrainConfig", "Trainer", "TrainContext", "EMA", "NonFiniteLossError", "NonFiniteLoss",
+__all__ = ["TrainConfig", "Trainer", "TrainContext", "EMA", "NonFiniteLossError", "NonFiniteLoss", "NonFiniteStateError",
            "lr_multiplier", "epoch_order", "rank_batches", "supervised_step", "default_prepare",
-           "save_checkpoint", "load_checkpoint", "plot_metrics", "CHECKPOINT_FORMAT"]
+           "save_checkpoint", "load_checkpoint", "first_nonfinite", "state_fit_problem", "plot_metrics",
+           "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -120,6 +122,11 @@ class TrainConfig:
 
 class NonFiniteLossError(FloatingPointError):
     """A loss was NaN or inf: the run stops before that update; the last checkpoint stays as it was."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """A weight or buffer (a BatchNorm statistic, an EMA shadow) became NaN or inf while the loss was
+    still finite: nothing is saved, so the last finite checkpoint stays as it was."""
 
 
 NonFiniteLoss = NonFiniteLossError
@@ -307,19 +314,91 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
 _CHECKPOINT_KEYS = ("format", "step", "models", "ema", "optimizers", "schedulers", "train_config", "rng")
 
 
+def _torch_load_reason(err: Exception) -> str:
+    """What torch.load's error says about the file itself, without its advice on loading it unsafely."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s+Please use|\n\n|$)", text, re.S)
+    reason = found.group(1) if found else text.splitlines()[0] if text else type(err).__name__
+    reason = re.sub(r"\s+", " ", reason).strip()
+    return reason if "weights_only" not in reason else type(err).__name__
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU; a missing, corrupt or foreign file is an error naming `path`."""
+    """Read a checkpoint onto the CPU; a missing, corrupt, foreign or newer file is an error naming `path`.
+
+    Safe to call on a file from anywhere: torch.load(weights_only=True) builds only tensors and plain
+    values (never runs code from the file), and nothing the checkpoint names is opened.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, random bytes, a pickle with foreign classes, ...
-        raise ValueError(f"cannot read checkpoint {path} (corrupt or not a torch file): {err}") from err
+        raise ValueError(f"cannot read checkpoint {path}: it is corrupt or not a colorkit checkpoint (which holds only "
+                         f"tensors and plain values): {_torch_load_reason(err)}") from None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("format"), int) and ckpt["format"] > CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} was written by a newer colorkit (checkpoint format {ckpt['format']}; this version "
+                         f"reads format {CHECKPOINT_FORMAT}): upgrade colorkit to read it")
     missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing or ckpt["format"] != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a colorkit checkpoint (format {CHECKPOINT_FORMAT}); missing {missing}")
+    problem = _layout_problem(ckpt)
+    if problem:
+        raise ValueError(f"{path} is not a valid colorkit checkpoint: {problem}")
     return ckpt
+
+
+def _layout_problem(ckpt: Mapping[str, Any]) -> str | None:
+    """The first part of a checkpoint that is not what colorkit writes, or None."""
+    if not isinstance(ckpt["step"], int) or ckpt["step"] < 0:
+        return f"'step' is {ckpt['step']!r}, not a count"
+    if not isinstance(ckpt["models"], dict) or not ckpt["models"]:
+        return f"'models' is {type(ckpt['models']).__name__}, not a dict of models"
+    for name, entry in ckpt["models"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("state"), dict):
+            return f"model {name!r} is not {{'config': ..., 'state': {{name: tensor}}}}"
+        if entry.get("config") is not None and not isinstance(entry["config"], dict):
+            return f"model {name!r}: its config is {type(entry['config']).__name__}, not a dict"
+        bad = next((k for k, v in entry["state"].items() if not isinstance(v, Tensor)), None)
+        if bad is not None:
+            return f"model {name!r}: state entry {bad!r} is {type(entry['state'][bad]).__name__}, not a tensor"
+    if not isinstance(ckpt["ema"], dict) or not all(isinstance(v, dict) for v in ckpt["ema"].values()):
+        return "'ema' is not a dict of state dicts"
+    if not isinstance(ckpt["train_config"], dict):
+        return f"'train_config' is {type(ckpt['train_config']).__name__}, not a dict"
+    return None
+
+
+def first_nonfinite(states: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """'model.bn.running_var holds inf' for the first floating tensor with a NaN or inf in
+    {prefix: state dict}, or None when all are finite (parameters and buffers alike)."""
+    for prefix, state in states.items():
+        for key, value in state.items():
+            if isinstance(value, Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+                kind = "nan" if torch.isnan(value).any() else "inf"
+                return f"{prefix}.{key} holds {kind}"
+    return None
+
+
+def state_fit_problem(model: nn.Module, state: Mapping[str, Any]) -> str | None:
+    """The first way `state` does not fit `model` (a missing or unexpected key, a shape or dtype
+    mismatch), or None; load_state_dict's own error for the same is a page of every mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        return f"missing {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        return f"unexpected {unexpected[0]!r}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "")
+    for key, value in own.items():
+        if not isinstance(state[key], Tensor):
+            return f"{key!r} is {type(state[key]).__name__}, not a tensor"
+        if state[key].shape != value.shape:
+            return f"{key!r} has shape {tuple(state[key].shape)}, the model's is {tuple(value.shape)}"
+        if state[key].is_floating_point() != value.is_floating_point():
+            return f"{key!r} is {state[key].dtype}, the model's is {value.dtype}"
+    return None
 
 
 def _append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
@@ -522,6 +601,10 @@ class Trainer:
 
         self.step, self.last_val, self.last_losses, self.train_seconds = 0, {}, {}, 0.0
         self.last_images_per_s = 0.0          # of the last session that trained (the summary's images_per_s)
+        # losses of the steps since the last log line: the checkpoint keeps them, so that the first
+        # line after a resume averages the same steps as an uninterrupted run's
+        self._log_sums: dict[str, float] = {}
+        self._log_count = 0
         self._rng_to_restore = None
         if resume and self.checkpoint_path.exists():
             self._restore(load_checkpoint(self.checkpoint_path))
@@ -537,9 +620,14 @@ class Trainer:
         """List every difference between the checkpoint and this run that would make resuming wrong."""
         problems = []
         saved, now = _jsonable(ckpt["train_config"]), _jsonable(self.config.to_dict())
+        defaults = _jsonable(TrainConfig(steps=1, batch_size=1).to_dict())
         for key in now:
-            if key not in RESUMABLE_CHANGES and saved.get(key) != now[key]:
-                problems.append(f"train config {key}: checkpoint {saved.get(key)!r}, this run {now[key]!r}")
+            if key in RESUMABLE_CHANGES or saved.get(key) == now[key]:
+                continue
+            if key not in saved and now[key] == defaults[key]:
+                continue     # a field newer than the checkpoint, at the default that keeps the old behaviour
+            problems.append(f"train config {key}: checkpoint {saved.get(key, '(none: an older colorkit)')!r}, "
+                            f"this run {now[key]!r}")
         if set(ckpt["models"]) != set(self.models):
             problems.append(f"models: checkpoint {sorted(ckpt['models'])}, this run {sorted(self.models)}")
         for name in set(ckpt["models"]) & set(self.models):
@@ -557,6 +645,19 @@ class Trainer:
             problems.append(f"dataset length: checkpoint {ckpt.get('data_len')}, this run {len(self.data)}")
         if ckpt["step"] > self.config.steps:
             problems.append(f"the checkpoint is at step {ckpt['step']}, beyond steps={self.config.steps}")
+        if not problems:
+            for name in self.models:
+                fit = state_fit_problem(self.models[name], ckpt["models"][name]["state"])
+                ema = ckpt["ema"].get(name)
+                fit = fit or (state_fit_problem(self.models[name], ema) if name in self.ema and ema is not None else None)
+                if fit:
+                    problems.append(f"model {name!r} weights do not fit this model: {fit}")
+            if name_missing := [n for n in self.ema if n not in ckpt["ema"]]:
+                problems.append(f"no EMA weights for {name_missing} in the checkpoint, but this run keeps an EMA")
+            bad = first_nonfinite({**{n: e["state"] for n, e in ckpt["models"].items()},
+                                   **{f"ema.{n}": e for n, e in ckpt["ema"].items()}})
+            if bad:
+                problems.append(f"{bad} (a checkpoint from before colorkit refused to save non-finite weights)")
         if problems:
             raise ValueError(f"cannot resume from {self.checkpoint_path}:\n  - " + "\n  - ".join(problems)
                              + "\nPass resume=False (overwrites it) or choose another out_dir.")
@@ -587,6 +688,9 @@ class Trainer:
             (r["metrics"] for r in reversed(records) if r.get("kind") == "val"), {}))
         self.last_images_per_s = float(saved.get("images_per_s") or next(
             (r["images_per_s"] for r in reversed(records) if r.get("kind") == "train"), 0.0))
+        window = ckpt.get("log_window") or {}
+        self._log_sums = {k: float(v) for k, v in (window.get("sums") or {}).items()}
+        self._log_count = int(window.get("count") or 0)
         # Each rank continues its own RNG streams; with another world size, rank 0's are reused.
         states = ckpt.get("rng_by_rank") or [ckpt["rng"]]
         self._rng_to_restore = states[self.dist.rank] if self.dist.rank < len(states) else states[0]
@@ -675,11 +779,19 @@ class Trainer:
                 "world_size": self.dist.world_size, "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank,
                 "train_seconds": self._saved_train_seconds,
                 "summary": {"losses": dict(self.last_losses), "val": dict(self.last_val),
-                            "images_per_s": self.last_images_per_s}}
+                            "images_per_s": self.last_images_per_s},
+                "log_window": {"sums": dict(self._log_sums), "count": self._log_count}}
 
 
     def _save(self) -> None:
         """Rank 0 writes the checkpoint; every rank contributes its RNG state and waits for the write."""
+        bad = first_nonfinite({**{n: m.state_dict() for n, m in self.models.items()},
+                               **{f"ema.{n}": e.shadow for n, e in self.ema.items()}})
+        if self._all_reduce([float(bad is not None)], "max")[0]:   # every rank stops together
+            bad = bad or "a weight or buffer of another process is not finite"
+            # e.g. BatchNorm statistics that overflowed in a forward pass whose loss was still finite
+            raise NonFiniteStateError(f"{bad} at step {self.step}: not saved, the last checkpoint {self.checkpoint_path} "
+                                      "is kept (lower the learning rate, or clip gradients)")
         rng_by_rank = [_rng_state(self.device)]
         self._saved_train_seconds = self.train_seconds + time.perf_counter() - self._start_time   # every session's
         if self.dist.world_size > 1:
@@ -738,8 +850,7 @@ class Trainer:
             self._rng_to_restore = None
         start_step, start_time = self.step, time.perf_counter()
         self._start_time = start_time
-        sums: dict[str, float] = {}
-        count, stopping = 0, False
+        stopping = False
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.is_main, desc="train", unit="step")
         try:
             with _StopOnInterrupt() as interrupt:
@@ -748,13 +859,13 @@ class Trainer:
                     for batch in self._loader(epoch, skip=self.step % self.steps_per_epoch):
                         ctx.step, ctx.epoch, ctx.updated_in_step = self.step, epoch, False
                         for key, value in self._train_step(ctx, batch).items():
-                            sums[key] = sums.get(key, 0.0) + value
-                        self.step, count = self.step + 1, count + 1
+                            self._log_sums[key] = self._log_sums.get(key, 0.0) + value
+                        self.step, self._log_count = self.step + 1, self._log_count + 1
                         bar.update(1)
                         done = self.step >= cfg.steps
                         if self.step % cfg.log_every == 0 or done:
-                            self._log(sums, count, start_step, start_time, bar)
-                            sums, count = {}, 0
+                            self._log(self._log_sums, self._log_count, start_step, start_time, bar)
+                            self._log_sums, self._log_count = {}, 0
                         if cfg.val_every and self.step % cfg.val_every == 0 and not done:
                             self._validate(ctx)
                         if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not done:

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from colorkit.inference import parse_hints   # one parser for every place hints come from (re-exported here)
+
 if TYPE_CHECKING:
     from colorkit.models import Colorizer
 
@@ -188,34 +190,6 @@ def ab_test_widget(test: BlindABTest, *, scale: int = 4):
 
 # --- interactive colorization from color hints -------------------------------------------------
 
-def parse_hints(items: Iterable[Any] | str) -> list[Hint]:
-    """Hints as "Y,X,#RRGGBB" strings or (y, x, color) items, color (r, g, b) or "#rrggbb"
-    -> [(y, x, (r, g, b)), ...]. Lists work as items too (papermill parameters are JSON)."""
-    from colorkit.inference import _is_int, parse_color, parse_hint
-
-    if isinstance(items, str):
-        items = [items]                      # one hint is a list of one
-    hints = []
-    for index, item in enumerate(items):
-        if isinstance(item, str):
-            try:
-                hints.append(parse_hint(item))
-            except ValueError as err:
-                raise ValueError(f"hint {index}: {err}") from None
-            continue
-        try:
-            y, x, color = item
-        except (TypeError, ValueError):
-            raise ValueError(f"hint {index}: a hint is 'Y,X,#RRGGBB' or (y, x, color), got {item!r}") from None
-        if not (_is_int(y) and _is_int(x)):
-            raise ValueError(f"hint {index}: row and column must be integers, got {item!r}")
-        try:
-            hints.append((int(y), int(x), parse_color(color)))
-        except ValueError as err:
-            raise ValueError(f"hint {index} {item!r}: {err}") from None
-    return hints
-
-
 def click_to_pixel(x: float, y: float, shown_width: float, shown_height: float,
                    image_height: int, image_width: int) -> tuple[int, int]:
     """(row, column) of the image pixel under a click at (x, y) on the image shown at
@@ -240,12 +214,10 @@ def hint_capable_runs(runs_dir: str | os.PathLike = "runs") -> dict[str, Path]:
     """
     from colorkit.inference import checkpoint_model_name
     from colorkit.models import _REGISTRY, registered
-    from colorkit.runs import project_root
+    from colorkit.runs import resolve_out
     from colorkit.train import load_checkpoint
 
-    root = Path(runs_dir)
-    if not root.is_absolute():
-        root = project_root() / root
+    root = resolve_out(runs_dir)
     registered()                             # imports every model file, filling _REGISTRY
     found = {}
     for path in root.rglob("checkpoint.pt"):

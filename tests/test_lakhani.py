@@ -306,9 +306,9 @@ def test_a_users_torchscript_network_as_the_global_feature(tmp_path):
     assert g.shape == (2, 5) and torch.allclose(g.sum(-1), torch.ones(2))
     assert model(torch.rand(2, 1, 20, 30) * 100).shape == (2, 2, 20, 30)
     assert not any(k.startswith("global_features") for k in model.state_dict())     # the file holds its weights
-    # a checkpoint of it loads back (the file must still be there)
+    # a checkpoint of it loads back when the user names the file (a checkpoint never opens it itself)
     _, summary = train_lakhani(tmp_path / "run", {"name": "lakhani", "width": 4, "classifier_width": 4, **cfg})
-    assert colorkit.load(summary["checkpoint"]).config["global_path"] == str(path)
+    assert colorkit.load(summary["checkpoint"], files={"global_path": path}).config["global_path"] == str(path)
     with pytest.raises(FileNotFoundError, match="no TorchScript file at"):
         small(**{**cfg, "global_path": str(tmp_path / "missing.pt")})
     (tmp_path / "junk.pt").write_bytes(b"not a torchscript file")

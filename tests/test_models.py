@@ -123,7 +123,9 @@ def test_colorize_any_input_keeps_its_size_and_lightness(trained, shape, dtype):
     assert out.shape == (*shape[:2], 3) and out.dtype == np.uint8
     pixels = image.astype(np.float32) / (255 if dtype == np.uint8 else 1)
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
-    rgb_in = torch.from_numpy(np.ascontiguousarray(pixels[..., :3])).permute(2, 0, 1).expand(3, *shape[:2])
+    if pixels.shape[-1] == 4:                                        # transparency is composited onto white
+        pixels = pixels[..., :3] * pixels[..., 3:] + (1 - pixels[..., 3:])
+    rgb_in = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).expand(3, *shape[:2])
     L_in = rgb_to_lab(rgb_in.float())[0]
     L_out = rgb_to_lab(torch.from_numpy(out).permute(2, 0, 1).float() / 255)[0]
     # full-resolution lightness survives; only 8-bit rounding and gamut clipping move it

@@ -217,8 +217,10 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert runs.resolve_device("auto").type == "mps"
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert runs.resolve_device("auto").type == "cpu"
-    with pytest.raises(RuntimeError, match="CUDA"):
+    with pytest.raises(ValueError, match="sees no CUDA device"):
         runs.resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'foo'"):
+        runs.resolve_device("foo")
 
 
 def _run_nbval(tmp_path, source, expected_text=None, *extra):

@@ -33,6 +33,9 @@ class Colorizer(nn.Module):
 
     takes_hints: bool = False
     image_size: int = 64
+    # config keys that name a file the model opens when built (a network of the user's own):
+    # `colorkit.load` never takes them from a checkpoint, only from its caller
+    external_files: tuple[str, ...] = ()
     config: dict[str, Any]
 
     def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None) -> Tensor:

@@ -44,7 +44,9 @@ The global feature. The paper uses an ImageNet-trained Inception-ResNet-v2 on th
 - global_source="torchscript": your own network from a local file (`global_path`, e.g.
   Inception-ResNet-v2 exported with torch.jit), run on the gray image replicated to 3 channels
   (sRGB in [0, 1]; any normalisation must live inside the file) at global_input_size (299) square.
-  Its weights stay out of the state dict: a checkpoint stores the path, and loading needs the file.
+  Its weights stay out of the state dict: a checkpoint records the path, but `colorkit.load` never
+  opens a file a checkpoint names (TorchScript can run code): the user names it at load time,
+  `colorkit.load(ckpt, files={"global_path": PATH})` or COLORKIT_GLOBAL_PATH=PATH.
 Either way the global network is frozen: requires_grad is False and it stays in eval mode even
 when the model trains, so its batch-norm statistics never move.
 
@@ -358,6 +360,8 @@ class LakhaniColorizer(Colorizer):
     square gray RGB); global_feature "penultimate", "logits" or "softmax".
     Any H, W: padded to a multiple of 8 and cropped back.
     """
+
+    external_files = ("global_path",)    # a TorchScript file can run code: named by the user at load time
 
     def __init__(self, width: int = 16, image_size: int = 64, fusion: bool = True, attention: str | None = "luong",
                  coords: bool = True, attention_dim: int = 32, global_source: str = "scene",
