@@ -11,6 +11,7 @@ The model predicts ab at its own size; the output keeps the input's lightness at
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -156,7 +157,7 @@ def _check_image(image) -> np.ndarray:
 def _band_to_rgb(band: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """Rows of a checked image (rows, W, C) -> sRGB float (3, rows, W) in [0, 1]: gray repeated
     (R = G = B), transparency composited onto white (as the data loader does; never black)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(band)).to(device).permute(2, 0, 1)   # (C, rows, W)
+    pixels = torch.from_numpy(np.require(band, requirements=["C", "W"])).to(device).permute(2, 0, 1)   # (C, rows, W)
     pixels = pixels.float() / 255.0 if band.dtype == np.uint8 else pixels.float()
     if pixels.shape[0] == 4:
         color, alpha = pixels[:3], pixels[3:]
@@ -313,8 +314,8 @@ def _scaled_gray(im, path) -> np.ndarray:
     return (values / top).astype(np.float32)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file -> an array `colorize` takes, as the image is displayed:
+def read_image(path: str | os.PathLike | bytes) -> np.ndarray:
+    """An image file (a path, or its bytes: an upload) -> an array `colorize` takes, as displayed:
     uint8 (H, W) or (H, W, 3), or float32 (H, W) in [0, 1] for 16-bit, 32-bit and float gray files.
 
     EXIF orientation is applied (hints are given on what a person sees); transparency is composited
@@ -328,13 +329,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     from colorkit.data import _to_rgb
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input image {path} does not exist" if not path.exists() else f"{path} is not a file")
+    if isinstance(path, (bytes, bytearray)):
+        source, path = io.BytesIO(path), "the uploaded file"
+    else:
+        source = path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"input image {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         found = re.search(r"\((\d+) pixels\)", str(err))
         count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"

@@ -652,8 +652,6 @@ class Trainer:
                 fit = fit or (state_fit_problem(self.models[name], ema) if name in self.ema and ema is not None else None)
                 if fit:
                     problems.append(f"model {name!r} weights do not fit this model: {fit}")
-            if name_missing := [n for n in self.ema if n not in ckpt["ema"]]:
-                problems.append(f"no EMA weights for {name_missing} in the checkpoint, but this run keeps an EMA")
             bad = first_nonfinite({**{n: e["state"] for n, e in ckpt["models"].items()},
                                    **{f"ema.{n}": e for n, e in ckpt["ema"].items()}})
             if bad:
@@ -781,7 +779,6 @@ class Trainer:
                 "summary": {"losses": dict(self.last_losses), "val": dict(self.last_val),
                             "images_per_s": self.last_images_per_s},
                 "log_window": {"sums": dict(self._log_sums), "count": self._log_count}}
-
 
     def _save(self) -> None:
         """Rank 0 writes the checkpoint; every rank contributes its RNG state and waits for the write."""

@@ -397,18 +397,6 @@ def _display_gray(pixels: np.ndarray) -> np.ndarray:
     return np.repeat((gray * 255 + 0.5).astype(np.uint8), 3, axis=-1)
 
 
-def _read_image(data: bytes) -> np.ndarray:
-    """An uploaded file's bytes -> uint8 (H, W) or (H, W, 3), as `python -m colorkit colorize` reads images."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as picture:
-            picture = picture.convert("RGB") if picture.mode not in ("L", "RGB") else picture.copy()
-    except OSError as err:
-        raise ValueError(f"cannot read the uploaded file as an image: {err}") from None
-    return np.asarray(picture)
-
-
 def _shown_scale(height: int, width: int, scale: int, max_side: int = 1024) -> int:
     """`scale`, reduced so the shown image stays within `max_side` pixels (never below 1)."""
     return max(1, min(scale, max_side // max(height, width)))
@@ -485,7 +473,9 @@ def hint_widget(session: HintSession, *, scale: int = 2):
     def on_upload(change: Mapping[str, Any]) -> None:
         files = change["new"]
         if files:
-            session.set_image(_read_image(bytes(files[-1]["content"])))
+            from colorkit.inference import read_image     # as the command line reads files: EXIF, alpha, 16-bit
+
+            session.set_image(read_image(bytes(files[-1]["content"])))
             row.max, column.max = session.gray.shape[0] - 1, session.gray.shape[1] - 1
 
     def on_model(change: Mapping[str, Any]) -> None:
