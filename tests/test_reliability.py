@@ -44,7 +44,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def lightness(rgb_uint8: np.ndarray) -> torch.Tensor:
-    return rgb_to_lab(torch.from_numpy(np.ascontiguousarray(rgb_uint8)).permute(2, 0, 1).float() / 255)[0]
+    return rgb_to_lab(torch.from_numpy(np.array(rgb_uint8)).permute(2, 0, 1).float() / 255)[0]
 
 
 def cli(*args, cwd=None) -> subprocess.CompletedProcess:
