@@ -2,7 +2,8 @@
 
     python -m colorkit colorize CHECKPOINT INPUT OUTPUT [--hint Y,X,#RRGGBB ...] [--device D] [--file KEY=PATH]
     python -m colorkit course [--preset P] [--device D] [--data DIR] [--only 00 02]
-    python -m colorkit data {prepare,info} [--json]
+    python -m colorkit data {prepare,info} [--json]       # the photo corpus
+    python -m colorkit data {fetch NAME,list}             # datasets from the internet
 """
 
 from __future__ import annotations
@@ -65,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                          help="a network file the model needs (e.g. Lakhani's global_path=net.pt); a checkpoint "
                               "never names it for you")
     course.add_run_arguments(sub.add_parser("course", help="run every notebook with papermill; results in runs/"))
-    sub.add_parser("data", help="the photo corpus: prepare, info (python -m colorkit data -h)", add_help=False)
+    sub.add_parser("data", help="data: prepare / info (the photo corpus), fetch NAME / list (datasets from the internet)", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["data"]:
-        from colorkit import corpus
+        from colorkit import corpus, fetch
 
-        return corpus.main(argv[1:])
+        return fetch.main(argv[1:]) if argv[1:2] in (["fetch"], ["list"]) else corpus.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "colorize":
         try:

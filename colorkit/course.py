@@ -89,9 +89,14 @@ def resolve_data(data: str | None, cwd: str | os.PathLike | None = None) -> str 
     taken from the folder the user ran the command in (notebooks run in notebooks/), and checked
     before any notebook starts."""
     from colorkit.data import DATA_NAMES, IMAGE_EXTENSIONS, _cache_state, walk_files
+    from colorkit.fetch import DATASETS, fetched
 
     if data is None or str(data) in DATA_NAMES:
         return data
+    if str(data) in DATASETS:
+        if fetched(str(data)) is None:
+            raise FileNotFoundError(f"--data {data}: not fetched yet; run `python -m colorkit data fetch {data}`")
+        return str(data)
     base = Path(cwd or os.environ.get(CALLER_CWD_ENV) or os.getcwd())
     folder = (base / Path(data).expanduser()).resolve()
     if not folder.exists():

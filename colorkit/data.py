@@ -966,8 +966,16 @@ def open_dataset(data: str | os.PathLike, *, split: str = "train", size: int | S
             photos = torch.utils.data.Subset(PackagePhotos(split, size=size, crops_per_photo=per_photo, seed=seed),
                                              range(length))
         return photos
-    if not Path(name).expanduser().exists() and os.sep not in name and "/" not in name:
-        raise ValueError(f"DATA={name!r} is neither one of {DATA_NAMES} nor an existing folder")
+    from colorkit.fetch import DATASETS, fetched
+
+    if name in DATASETS:                 # a dataset fetched with `python -m colorkit data fetch NAME`
+        folder = fetched(name)
+        if folder is None:
+            raise FileNotFoundError(f"DATA={name!r} has not been fetched: run `python -m colorkit data fetch {name}`")
+        name = str(folder)
+    elif not Path(name).expanduser().exists() and os.sep not in name and "/" not in name:
+        raise ValueError(f"DATA={name!r} is neither one of {DATA_NAMES}, a fetched dataset ({', '.join(DATASETS)}) "
+                         "nor an existing folder")
     crop = "random" if split == "train" else "center"
     root = Path(name).expanduser()
     whole = (root / "train").is_dir() and (root / "val").is_dir()
