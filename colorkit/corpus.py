@@ -344,9 +344,10 @@ def _split(photos: list[dict]) -> None:
 
 
 def prepare(folder: str | os.PathLike | None = None, sources: tuple[Source, ...] = SOURCES, *,
-            say: Callable[[str], None] = print, fetch: Callable[..., Path | None] = fetch_package) -> dict[str, Any]:
+            say: Callable[[str], None] = print, fetch: Callable[..., Path | None] = fetch_package,
+            force: bool = False) -> dict[str, Any]:
     """Build the corpus in `folder` (default `corpus_dir()`) and return its manifest; a corpus
-    already built from the same sources is returned as it is (offline)."""
+    already built from the same sources is returned as it is (offline), unless `force`."""
     from PIL import Image
 
     folder = Path(folder) if folder is not None else corpus_dir()
@@ -355,7 +356,10 @@ def prepare(folder: str | os.PathLike | None = None, sources: tuple[Source, ...]
     wanted = [s.package for s in sources]
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("requested") == wanted:
+        if manifest.get("requested") == wanted and not force:
+            missing = [p for p in wanted if p not in manifest.get("available", [])]
+            if missing:
+                say(f"[photos] the corpus was built without {', '.join(missing)}; `prepare --force` tries them again")
             return manifest
     images = folder / "images"
     images.mkdir(exist_ok=True)
@@ -437,13 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_prepare = sub.add_parser("prepare", help="fetch the packages and build the photo corpus (once)")
     p_prepare.add_argument("--dir", default=None, help="corpus folder (default: $COLORKIT_PHOTOS or the user cache)")
+    p_prepare.add_argument("--force", action="store_true", help="build again, fetching missing packages again")
     p_info = sub.add_parser("info", help="counts of the prepared corpus")
     p_info.add_argument("--dir", default=None)
     p_info.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
-            prepare(args.dir)
+            prepare(args.dir, force=args.force)
         summary = info(args.dir)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -139,6 +139,9 @@ def test_prepare_builds_manifest_images_split_and_credits(tmp_path, fake_package
     # a second prepare is offline: the manifest is reused, nothing is fetched again
     fetched.clear()
     assert corpus.prepare(tmp_path / "corpus", sources, say=said.append, fetch=fetch) == manifest and fetched == []
+    assert said[-1].endswith("built without not-there; `prepare --force` tries them again")
+    corpus.prepare(tmp_path / "corpus", sources, say=said.append, fetch=fetch, force=True)
+    assert fetched == ["fake-pics", "fake-game", "not-there"]
 
 
 def test_the_command_line_prints_counts_as_json(tmp_path, fake_packages):
