@@ -195,6 +195,7 @@ def parse_debian_copyright(text: str) -> list[tuple[list[str], dict[str, str]]]:
     stanzas = []
     for block in re.split(r"\n\s*\n", text):
         fields: dict[str, str] = {}
+        first_lines: dict[str, str] = {}         # License: its short name, without the text that may follow
         last = None
         for line in block.splitlines():
             if line[:1] in (" ", "\t") and last:
@@ -203,10 +204,10 @@ def parse_debian_copyright(text: str) -> list[tuple[list[str], dict[str, str]]]:
             key, sep, value = line.partition(":")
             if sep:
                 last = key.strip()
-                fields[last] = value.strip()
+                fields[last] = first_lines[last] = value.strip()
         if "Files" in fields:
             stanzas.append((fields["Files"].split(), {"author": fields.get("Copyright", "").split("  ")[0].strip(),
-                                                      "license": fields.get("License", "").split()[0] if fields.get("License") else ""}))
+                                                      "license": first_lines.get("License", "")}))
     return stanzas
 
 

@@ -51,7 +51,7 @@ def test_gcompris_readme_gives_each_file_its_author_and_license():
 
 def test_debian_copyright_last_matching_stanza_wins_and_folders_match_by_file_name():
     text = ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
-            "Files: *\nCopyright: 2020 Someone\nLicense: GPL-2+\n\n"
+            "Files: *\nCopyright: 2020 Someone\nLicense: GPL-2+ and CC0-1.0\n This package is free software.\n\n"
             "Files: 16.04/aitzgorri_by_Aitzol.jpg\nCopyright: Aitzol Berasategi, 2018\nLicense: CC-BY-4.0\n\n"
             "Files: Media/*\nCopyright: 2011 MIT\n           2012 others\nLicense: CC-BY-SA-3.0\n")
     stanzas = corpus.parse_debian_copyright(text)
@@ -59,7 +59,7 @@ def test_debian_copyright_last_matching_stanza_wins_and_folders_match_by_file_na
     only_two = stanzas[:2]
     assert corpus.debian_credit(only_two, "usr/share/backgrounds/aitzgorri_by_Aitzol.jpg") == {
         "author": "Aitzol Berasategi, 2018", "license": "CC-BY-4.0"}
-    assert corpus.debian_credit(only_two, "usr/share/other.png")["license"] == "GPL-2+"
+    assert corpus.debian_credit(only_two, "usr/share/other.png")["license"] == "GPL-2+ and CC0-1.0"
 
 
 def test_pixel_rules_keep_photos_and_drop_gray_drawings_and_small_ones():
