@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 __all__ = [
     "TOYWORLD_CLASSES", "FIXED_CLASSES", "AMBIGUOUS_CLASSES", "FIXED_COLORS", "OUTLINE",
     "SCENE_TYPES", "toyworld_batch", "ToyWorld",
-    "PHOTO_SOURCES", "PhotoSource", "photo_sources", "load_package_photo", "PackagePhotos",
+    "PHOTO_SOURCES", "PhotoSource", "photo_sources", "load_package_photo", "PackagePhotos", "CorpusPhotos",
     "IMAGE_EXTENSIONS", "FolderReport", "ImageFolder",
     "lab_batch", "make_loader", "sample_hints", "geometric_hint_counts",
 ]
@@ -506,10 +506,13 @@ class PackagePhotos(Dataset):
         self.split, self.size, self.seed = split, _hw(size), int(seed)
         self.crops_per_photo, self.scale = int(crops_per_photo), (float(scale[0]), float(scale[1]))
         self.flip = split == "train" if flip is None else bool(flip)
-        self.sources = photo_sources(split)
+        self.sources = self._find_sources(split)
         if not self.sources:
             raise FileNotFoundError(f"none of the {split} package photos were found; looked for "
                                     f"{[str(_photo_path(s)) for s in PHOTO_SOURCES if s.split == split]}")
+
+    def _find_sources(self, split: str) -> list:
+        return photo_sources(split)
 
     def __len__(self) -> int:
         return len(self.sources) * self.crops_per_photo
@@ -519,7 +522,7 @@ class PackagePhotos(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"PackagePhotos index {i} out of range for length {len(self)}")
         source = self.sources[i // self.crops_per_photo]
-        im = _load_photo_pil(source.name)
+        im = self._image(source)
         h, w = self.size
         u = _uniforms((self.seed, _PHOTO_STREAM, self.split == "val"), np.array([i]), 4)[0]
         # Largest box of aspect w/h inside the photo, shrunk by a log-uniform factor in `scale`.
@@ -532,6 +535,49 @@ class PackagePhotos(Dataset):
         if self.flip and u[3] < 0.5:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return {"rgb": _pil_to_tensor(crop), "source": source.name, "index": i}
+
+    def _image(self, source) -> Image.Image:
+        return _load_photo_pil(source.name)
+
+
+@dataclass(frozen=True)
+class CorpusPhoto:
+    name: str                             # the manifest's id
+    file: Path
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_corpus_pil(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return _to_rgb(im)
+
+
+class CorpusPhotos(PackagePhotos):
+    """Deterministic random crops of the course photo corpus (`colorkit.corpus`, built once by
+    `python -m colorkit data prepare`), split by photo as its manifest says; crops as `PackagePhotos`.
+    `folder`: the corpus folder (default `colorkit.corpus.corpus_dir()`). `DATA="corpus"`."""
+
+    def __init__(self, split: str = "train", size: int | Sequence[int] = 64, crops_per_photo: int = 8,
+                 seed: int = 0, scale: tuple[float, float] = (0.2, 1.0), flip: bool | None = None,
+                 folder: str | os.PathLike | None = None):
+        from colorkit.corpus import corpus_dir
+
+        root = Path(folder) if folder is not None else corpus_dir()
+        manifest = root / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"no photo corpus in {root}: run `python -m colorkit data prepare` (once, with the "
+                                    "internet or the package registries)")
+        photos = json.loads(manifest.read_text())["photos"]
+        self._corpus = [CorpusPhoto(p["id"], root / p["file"]) for p in photos if p["split"] == split]
+        if split in ("train", "val") and not self._corpus:
+            raise ValueError(f"the photo corpus in {root} has no {split} photos")
+        super().__init__(split, size, crops_per_photo, seed, scale, flip)
+
+    def _find_sources(self, split: str) -> list:
+        return self._corpus
+
+    def _image(self, source: CorpusPhoto) -> Image.Image:
+        return _load_corpus_pil(source.file)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -939,7 +985,7 @@ def sample_hints(ab: Tensor, n: int | Sequence[int] | Tensor, *, patch: int = 2,
 # The notebooks' DATA parameter
 # ---------------------------------------------------------------------------------------------
 
-DATA_NAMES = ("toyworld", "photos")
+DATA_NAMES = ("toyworld", "photos", "corpus")
 
 
 def open_dataset(data: str | os.PathLike, *, split: str = "train", size: int | Sequence[int] = 64,
@@ -959,12 +1005,12 @@ def open_dataset(data: str | os.PathLike, *, split: str = "train", size: int | S
     name = str(data)
     if name == "toyworld":
         return ToyWorld(size, length=length or 10_000, seed=seed + (10**6 if split == "val" else 0))
-    if name == "photos":
-        photos = PackagePhotos(split, size=size, seed=seed)
+    if name in ("photos", "corpus"):
+        kind = PackagePhotos if name == "photos" else CorpusPhotos
+        photos = kind(split, size=size, seed=seed)
         if length is not None:
             per_photo = max(1, math.ceil(length / len(photos.sources)))
-            photos = torch.utils.data.Subset(PackagePhotos(split, size=size, crops_per_photo=per_photo, seed=seed),
-                                             range(length))
+            photos = torch.utils.data.Subset(kind(split, size=size, crops_per_photo=per_photo, seed=seed), range(length))
         return photos
     from colorkit.fetch import DATASETS, fetched
 

@@ -23,12 +23,12 @@ VALIDATION_SEED = 0  # fixed: every notebook sees the same validation images
 
 
 def validation_set(data_name: str | os.PathLike, size: int = 64, count: int = 96) -> Dataset:
-    """`count` fixed validation images of `size` for DATA = "toyworld", "photos" or a folder."""
+    """`count` fixed validation images of `size` for DATA = "toyworld", "photos", "corpus" or a folder."""
     name = str(data_name)
-    if name == "photos":
-        sources = len(data.photo_sources("val"))
-        photos = data.PackagePhotos("val", size=size, crops_per_photo=math.ceil(count / sources),
-                                    seed=VALIDATION_SEED, flip=False)
+    if name in ("photos", "corpus"):
+        kind = data.PackagePhotos if name == "photos" else data.CorpusPhotos
+        sources = len(kind("val", size=size, crops_per_photo=1).sources)
+        photos = kind("val", size=size, crops_per_photo=math.ceil(count / sources), seed=VALIDATION_SEED, flip=False)
         # interleave photos so that any prefix of the split covers every validation photo
         order = [p * photos.crops_per_photo + c for c in range(photos.crops_per_photo) for p in range(sources)]
         return Subset(photos, order[:count])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from colorkit import corpus
@@ -162,3 +163,26 @@ def test_a_package_that_cannot_be_had_is_skipped_with_one_line(tmp_path):
     missing_module = corpus.Source("nothing", "installed", ("x",), module="no_such_module_here")
     assert corpus.fetch_package(missing_module, tmp_path, said.append) is None
     assert said == ["[photos] skipping nothing: not installed"]
+
+
+def test_data_corpus_crops_the_prepared_corpus_by_its_split(tmp_path, fake_packages, monkeypatch):
+    from colorkit import course, data, evaluate
+
+    sources, fetch, _ = fake_packages
+    monkeypatch.setattr(corpus, "MIN_VAL", 2)
+    monkeypatch.setenv("COLORKIT_PHOTOS", str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="python -m colorkit data prepare"):
+        data.open_dataset("corpus", split="train", size=32)
+    with pytest.raises(FileNotFoundError, match="--data corpus: no photo corpus"):
+        course.resolve_data("corpus")
+    manifest = corpus.prepare(tmp_path / "corpus", sources, say=lambda line: None, fetch=fetch)
+    monkeypatch.setenv("COLORKIT_PHOTOS", str(tmp_path / "corpus"))
+    train = data.open_dataset("corpus", split="train", size=32)
+    assert len(train) == 5 * 8 and train[0]["rgb"].shape == (3, 32, 32)
+    val_ids = {p["id"] for p in manifest["photos"] if p["split"] == "val"}
+    assert {train[i]["source"] for i in range(len(train))}.isdisjoint(val_ids)
+    val = evaluate.validation_set("corpus", size=32, count=6)
+    assert len(val) == 6 and {val[i]["source"] for i in range(6)} == val_ids          # every val photo, interleaved
+    again = evaluate.validation_set("corpus", size=32, count=6)
+    assert all(torch.equal(val[i]["rgb"], again[i]["rgb"]) for i in range(6))
+    assert course.resolve_data("corpus") == "corpus"
