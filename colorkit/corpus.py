@@ -10,11 +10,11 @@ skipped with one line saying so, and the corpus is made from the others.
 
 Which files are photos, by rule (`SOURCES`): the folders that hold photographs in each package,
 minus named drawings and test patterns; then, measured on the pixels, every image that is gray or
-nearly so (mean chroma under GRAY_CHROMA), a drawing (flat colors: the FLAT_COLORS most frequent
-colors cover more than FLAT_SHARE of it), smaller than MIN_SIDE, or a near-duplicate of one kept
-before it (a 64-bit difference hash within DUPLICATE_BITS) is dropped, and the reason counted.
-(What the rules keep was looked at, not only counted: see `tests/test_corpus.py` for the measured
-photos and drawings the thresholds separate.)
+nearly so (mean chroma under GRAY_CHROMA), a drawing (fewer than MIN_VARIETY distinct colors per
+pixel of a thumbnail, or more than MAX_FLAT of its pixels equal to their neighbours), smaller than
+MIN_SIDE, or a near-duplicate of one kept before it (a 64-bit difference hash within
+DUPLICATE_BITS) is dropped, and the reason counted. The thresholds were chosen from measurements
+of these packages' own photos and wallpapers (the comment at MIN_VARIETY gives them).
 
 The cache folder (`corpus_dir()`: $COLORKIT_PHOTOS, else `data/photos` in the project when it
 exists, else the user's cache, ~/.cache/colorkit/photos) holds `manifest.json` (per photo: its
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import io
 import json
 import os
 import re

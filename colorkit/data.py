@@ -34,8 +34,8 @@ import os
 import random
 import shutil
 import stat
-import zlib
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
