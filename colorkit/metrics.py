@@ -14,10 +14,13 @@ then averaged over the batch; pass ``reduction="none"`` to get the per-image val
 | `colorfulness` | Hasler & Suesstrunk 2003 | numpy |
 | `diversity` | mean pairwise ab distance between samples of one gray image | numpy |
 
-`frechet_score` wraps `frechet_distance` with a feature extractor. No pretrained Inception
-weights ship with the course, so the default extractor is `RandomConvFeatures`, a seeded,
-untrained CNN whose name says so in every result; `TorchScriptFeatures` loads a real
-Inception-style network from a local TorchScript file when you have one.
+`frechet_score` wraps `frechet_distance` with a feature extractor. FID uses Inception v3's pooled
+features, whose weights do not ship with the course; the default extractor is
+`PretrainedPoolFeatures`, the pooled 1280-d features of the ImageNet-trained EfficientNet-Lite0
+(`colorkit.pretrained`) at 224 px: a Frechet distance on other ImageNet features, named as such
+in every result and not comparable with published FIDs. `TorchScriptFeatures` loads a real
+Inception network from a local file when you have one; `RandomConvFeatures` is a seeded,
+untrained CNN kept for tests and comparison.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "patch_boundary_mask",
     "frechet_distance",
     "frechet_score",
+    "PretrainedPoolFeatures",
     "RandomConvFeatures",
     "TorchScriptFeatures",
     "colorfulness",
@@ -317,6 +321,31 @@ class RandomConvFeatures(nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)  # (N, dim)
 
 
+class PretrainedPoolFeatures(nn.Module):
+    """Pooled features of a `colorkit.pretrained` network: images (N, 3, H, W) in [0, 1] -> (N, D).
+
+    Default: EfficientNet-Lite0's global-average-pooled 1280-d vector at 224 x 224, the role
+    Inception v3's pool3 (2048-d at 299) plays in FID. `name` says which features, so a result is
+    never mistaken for an Inception FID.
+    """
+
+    def __init__(self, network: str = "efficientnet-lite0", size: int = 224):
+        super().__init__()
+        from colorkit import pretrained
+
+        self.net = pretrained.features(network, layers=("pool",), size=size)
+        self.dim = self.net.dims["pool"]
+        self.name = (f"{network} pooled features ({self.dim}-d, ImageNet) at {size} px: "
+                     "a Frechet distance on these, not Inception's FID")
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = _as_batch(images, "images")
+        if x.shape[1] != 3:
+            raise ValueError(f"{self.name} expects RGB images (N, 3, H, W), got shape {tuple(x.shape)}")
+        with torch.no_grad():
+            return self.net(x.float())["pool"]                                # (N, D)
+
+
 class TorchScriptFeatures:
     """Features from a local file holding a network, e.g. an Inception-v3 pool3 feature network.
 
@@ -369,17 +398,27 @@ def _extract(images: Tensor | Iterable[Tensor], extractor, batch_size: int) -> T
     return torch.cat(feats)  # (N, D)
 
 
+_DEFAULT_EXTRACTOR: list = []
+
+
+def _default_extractor() -> "PretrainedPoolFeatures":
+    """One PretrainedPoolFeatures per process (building it reads an 18.8 MB weights file)."""
+    if not _DEFAULT_EXTRACTOR:
+        _DEFAULT_EXTRACTOR.append(PretrainedPoolFeatures())
+    return _DEFAULT_EXTRACTOR[0]
+
+
 def frechet_score(images_a: Tensor | Iterable[Tensor], images_b: Tensor | Iterable[Tensor],
                   extractor=None, *, batch_size: int = 64) -> dict:
     """Frechet distance between the features of two image sets (FID when the extractor is Inception).
 
     `images_*` are tensors (N, 3, H, W) in [0, 1] or iterables of such batches. `extractor` is
-    any callable images -> (N, D) with a `.name`; default `RandomConvFeatures()`. Returns
+    any callable images -> (N, D) with a `.name`; default `PretrainedPoolFeatures()` (EfficientNet-Lite0). Returns
     ``{"value": float, "extractor": name, "n_a": int, "n_b": int}``. With fewer images than
     feature dimensions the covariances are rank-deficient: the value is defined but noisy.
     """
     if extractor is None:
-        extractor = RandomConvFeatures()
+        extractor = _default_extractor()
     name = getattr(extractor, "name", None)
     if not name:
         raise ValueError("the extractor needs a `.name` attribute so that results say which features they used")

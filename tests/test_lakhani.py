@@ -21,8 +21,10 @@ ATOL = 1e-5
 
 
 def small(**kw) -> LakhaniColorizer:
+    """A small model with the SceneClassifier stand-in (fast), unless kw names another global source."""
     torch.manual_seed(0)
-    return models.build({"name": "lakhani", "width": 4, "image_size": 32, "classifier_width": 4, **kw})
+    return models.build({"name": "lakhani", "width": 4, "image_size": 32, "classifier_width": 4,
+                         "global_source": "scene", "global_feature": "penultimate", **kw})
 
 
 def train_lakhani(tmp_path, config, *, steps=2, size=32, batch_size=4, length=16, **train):
@@ -219,9 +221,11 @@ def test_ablations_and_global_vectors_run(kw):
 def test_decoder_has_xavier_init_and_the_paper_defaults():
     model = models.build({"name": "lakhani"})
     assert model.config == {"name": "lakhani", "width": 16, "image_size": 64, "fusion": True, "attention": "luong",
-                            "coords": True, "attention_dim": 32, "global_source": "scene", "global_classes": "scene",
-                            "global_feature": "penultimate", "classifier_width": 16, "global_path": None,
-                            "global_dim": 1000, "global_input_size": 299}
+                            "coords": True, "attention_dim": 32, "global_source": "pretrained",
+                            "global_network": "efficientnet-lite0", "global_classes": "scene",
+                            "global_feature": "logits", "classifier_width": 16, "global_path": None,
+                            "global_dim": 1000, "global_input_size": 224, "global_cache": 0}
+    assert isinstance(model.classifier, lk.PretrainedClassifier) and model.global_features.dim == 1000
     convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
     for conv in convs:                              # xavier_uniform_: |w| <= sqrt(6 / (fan_in + fan_out))
         fan_in, fan_out = conv.in_channels * 9, conv.out_channels * 9
@@ -246,7 +250,7 @@ def test_global_classifier_is_frozen_and_stays_in_eval_mode():
 
 
 def test_training_leaves_the_classifier_untouched_and_the_loss_decreases(tmp_path):
-    config = {"name": "lakhani", "width": 8, "image_size": 32, "classifier_width": 4}
+    config = {"name": "lakhani", "width": 8, "image_size": 32, "classifier_width": 4, "global_source": "scene"}
     torch.manual_seed(0)
     before = {k: v.clone() for k, v in models.build(config).classifier.state_dict().items()}
     model, summary = train_lakhani(tmp_path, config, steps=30, batch_size=8, length=64, lr=3e-3,
@@ -307,7 +311,7 @@ def test_a_users_torchscript_network_as_the_global_feature(tmp_path):
     assert model(torch.rand(2, 1, 20, 30) * 100).shape == (2, 2, 20, 30)
     assert not any(k.startswith("global_features") for k in model.state_dict())     # the file holds its weights
     # a checkpoint of it loads back when the user names the file (a checkpoint never opens it itself)
-    _, summary = train_lakhani(tmp_path / "run", {"name": "lakhani", "width": 4, "classifier_width": 4, **cfg})
+    _, summary = train_lakhani(tmp_path / "run", {"name": "lakhani", "width": 4, **cfg})
     assert colorkit.load(summary["checkpoint"], files={"global_path": path}).config["global_path"] == str(path)
     with pytest.raises(FileNotFoundError, match="no TorchScript file at"):
         small(**{**cfg, "global_path": str(tmp_path / "missing.pt")})
@@ -318,8 +322,65 @@ def test_a_users_torchscript_network_as_the_global_feature(tmp_path):
         small(**{**cfg, "global_dim": 7})(torch.rand(1, 1, 16, 16) * 100)
     with pytest.raises(ValueError, match="needs global_path"):
         small(global_source="torchscript")
-    with pytest.raises(ValueError, match="penultimate.*needs global_source='scene'"):
+    with pytest.raises(ValueError, match="penultimate.*needs global_source 'pretrained' or 'scene'"):
         small(**{**cfg, "global_feature": "penultimate"})
+
+
+# --- the pretrained ImageNet network as the global feature (the default) ----------------------------
+
+def test_the_pretrained_global_vector_is_the_imagenet_networks_output_on_the_gray_image():
+    from colorkit import pretrained
+    from colorkit.color import lightness_to_gray
+
+    model = small(global_source="pretrained", global_feature="logits", global_input_size=64).eval()
+    L = torch.rand(2, 1, 40, 56) * 100
+    reference = pretrained.features("efficientnet-lite0", layers=("logits",), size=64)
+    torch.testing.assert_close(model.global_features(L), reference(lightness_to_gray(L))["logits"])
+    pooled = small(global_source="pretrained", global_feature="penultimate", global_input_size=64)
+    assert pooled.global_features(L).shape == (2, 1280) and pooled.fusion.global_dim == 1280
+    assert "efficientnet-lite0" in model.classifier.name
+
+
+def test_a_pretrained_checkpoint_is_self_contained_and_training_leaves_the_network_alone(tmp_path, monkeypatch):
+    from colorkit import pretrained
+
+    config = {"name": "lakhani", "width": 4, "image_size": 32, "global_input_size": 32}
+    model, summary = train_lakhani(tmp_path, config, steps=3)
+    untouched = pretrained.features("efficientnet-lite0", layers=("pool", "logits"), size=32).state_dict()
+    for key, value in untouched.items():                          # frozen: weights and BN statistics as shipped
+        assert torch.equal(model.classifier.net.state_dict()[key], value), key
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("colorkit.load read the pretrained weights file")
+
+    monkeypatch.setattr(pretrained, "weights_file", refuse)        # loading needs only the checkpoint
+    loaded = colorkit.load(summary["checkpoint"]).eval()
+    L = torch.rand(1, 1, 32, 32) * 100
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(L), model.eval()(L))
+
+
+def test_the_global_cache_changes_no_vector_and_skips_images_it_has_seen(monkeypatch):
+    lk._GLOBAL_CACHE.clear()
+    plain = small(global_source="pretrained", global_input_size=32)
+    cached = small(global_source="pretrained", global_input_size=32, global_cache=6)
+    calls = []
+    original = cached.global_features._vectors
+    monkeypatch.setattr(cached.global_features, "_vectors", lambda L: calls.append(len(L)) or original(L))
+    L = torch.rand(4, 1, 24, 24) * 100
+    torch.testing.assert_close(cached.global_features(L), plain.global_features(L))
+    torch.testing.assert_close(cached.global_features(L[[2, 0]]), plain.global_features(L[[2, 0]]))
+    assert calls == [4]                                            # the second call found both images
+    more = torch.rand(3, 1, 24, 24) * 100
+    cached.global_features(torch.cat([L[:1], more]))
+    assert calls == [4, 3] and len(lk._GLOBAL_CACHE) == 6         # bounded: the least recently used went first
+    with torch.no_grad():                                          # new weights: the old vectors no longer apply
+        cached.classifier.net.net.fc.bias.add_(1.0)
+    cached.global_features(L[:1])
+    assert calls == [4, 3, 1]
+    lk._GLOBAL_CACHE.clear()
+    with pytest.raises(ValueError, match="global_cache must be an int >= 0"):
+        small(global_cache=-1)
 
 
 # --- errors ---------------------------------------------------------------------------------------

@@ -223,7 +223,25 @@ def test_frechet_score_names_extractor_and_reacts_to_color():
     batched = metrics.frechet_score(list(a.split(5)), list(b.split(7)), extractor)
     assert batched["value"] == pytest.approx(same["value"], rel=1e-6)
     default = metrics.frechet_score(a[:4], b[:4])
-    assert "untrained stand-in" in default["extractor"]
+    assert default["extractor"].startswith("efficientnet-lite0 pooled features (1280-d, ImageNet)")
+    assert "not Inception's FID" in default["extractor"]
+
+
+def test_pretrained_pool_features_tell_photos_of_one_kind_from_another():
+    """ImageNet features separate cats from coffee cups far more than two crops of each."""
+    import skimage.data
+
+    def crops(photo):
+        x = torch.from_numpy(photo).permute(2, 0, 1).float() / 255
+        h, w = x.shape[-2:]
+        return torch.stack([x[:, i:i + h // 2, j:j + w // 2] for i in (0, h // 4, h // 2) for j in (0, w // 4, w // 2)])
+
+    features = metrics.PretrainedPoolFeatures()
+    cats, cups = features(crops(skimage.data.chelsea())), features(crops(skimage.data.coffee()))
+    assert cats.shape == (9, 1280)
+    within = (torch.cdist(cats, cats).sum() / 72 + torch.cdist(cups, cups).sum() / 72) / 2   # 9 x 8 pairs each
+    between = torch.cdist(cats, cups).mean()
+    assert between > 1.5 * within
 
 
 class TinyFeatures(torch.nn.Module):

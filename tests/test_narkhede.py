@@ -257,6 +257,7 @@ def test_choose_snapshot_keeps_half_the_gain_over_gray_then_matches_colorfulness
 
 def test_feature_loss_is_zero_for_identical_images_and_never_trains_its_network():
     loss_fn = FeatureLoss(feature_network())
+    assert loss_fn.name.startswith("efficientnet-lite0 features")     # the pretrained network by default
     rgb = torch.rand(2, 3, 32, 32)
     loss, parts = loss_fn(rgb, rgb.clone())
     assert loss.item() == 0.0

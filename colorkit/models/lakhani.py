@@ -33,17 +33,19 @@ Layout (Deep Koalarization, scaled by `width` C; C = 64 is theirs: 224 -> 28 x 2
     decoder  2C, up, C, C, up, C/2, up, 2 (tanh)           (3x3 convs; BN + ReLU but the last two)
 
 The global feature. The paper uses an ImageNet-trained Inception-ResNet-v2 on the gray image (its
-1000-way output, as Deep Koalarization). Two sources:
-- global_source="scene" (the course path): `SceneClassifier`, a small CNN over L that lives inside
-  the model, so a checkpoint holds it and `colorkit.load` / `colorkit.colorize` need nothing else.
-  It is the *stand-in* for Inception-ResNet-v2: pretrain it briefly with `pretrain_classifier` on
-  the labels the course data has (ToyWorld's `scene`, SCENE_TYPES; or the package photos'
-  `source`, global_classes="photos"), then `model.load_classifier(classifier)` copies its weights
-  in, frozen. Untrained, its random frozen features still make the model run (the ablations use
-  that as "fusion with an uninformative vector").
+1000-way output before the softmax, as Deep Koalarization). Three sources:
+- global_source="pretrained" (the default): an ImageNet-trained network of `colorkit.pretrained`,
+  `global_network` ("efficientnet-lite0", offline), on the gray image replicated to 3 channels
+  and resized to global_input_size square (224, the network's ImageNet size; the paper's
+  Inception-ResNet-v2 takes 299). Its weights live in the model's state dict, so a checkpoint is
+  self-contained: `colorkit.load` needs nothing else.
+- global_source="scene": `SceneClassifier`, a small CNN over L trained here, the course's earlier
+  stand-in: pretrain it briefly with `pretrain_classifier` on the labels the course data has
+  (ToyWorld's `scene`, SCENE_TYPES; or the package photos' `source`, global_classes="photos"),
+  then `model.load_classifier(classifier)` copies its weights in, frozen.
 - global_source="torchscript": your own network from a local file (`global_path`, e.g.
-  Inception-ResNet-v2 exported with torch.jit), run on the gray image replicated to 3 channels
-  (sRGB in [0, 1]; any normalisation must live inside the file) at global_input_size (299) square.
+  Inception-ResNet-v2 exported with torch.jit), run like the pretrained one (sRGB in [0, 1];
+  any normalisation must live inside the file; set global_input_size=299 for Inception).
   Its weights stay out of the state dict: a checkpoint records the path, but `colorkit.load` never
   opens a file a checkpoint names (TorchScript can run code): the user names it at load time,
   `colorkit.load(ckpt, files={"global_path": PATH})` or COLORKIT_GLOBAL_PATH=PATH.
@@ -63,8 +65,11 @@ Design choices the paper leaves open (ours, said once here):
   scaled, 0.03 (uniform would be 1/64 = 0.016).
 - The last convolution runs at full resolution (Deep Koalarization upsamples the 2-channel ab
   last); batch norm after every convolution except the decoder's last two (sec. 3.3).
-- The global vector: "penultimate" (default, the classifier's pooled features), "logits" or
-  "softmax" (Deep Koalarization takes Inception's output before the softmax, i.e. "logits").
+- The global vector: "logits" (default: Deep Koalarization takes Inception's output before the
+  softmax), "softmax" (of it) or "penultimate" (the pooled features before the last layer).
+- global_cache=N keeps the global vectors of up to N images, keyed by the bytes of each image's L
+  (and of the frozen weights), so a training set of fixed crops pays the global network once per
+  crop, across epochs and across models: the course preset's CPU budget needs it. 0 (default) off.
 - fusion=False, attention=None, coords=False is the paper's baseline regression model (sec. 3.4):
   the same encoder-decoder without fusion and attention.
 """
@@ -74,6 +79,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import hashlib
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -82,14 +90,14 @@ from colorkit.attention import AttentionVector, BahdanauAttention, LuongAttentio
 from colorkit.models import Colorizer, pad_to_multiple, register
 from colorkit.models.baseline import AB_SCALE, conv_bn_relu
 
-__all__ = ["LakhaniColorizer", "SceneClassifier", "TorchScriptClassifier", "GlobalFeatures", "FusionLayer",
+__all__ = ["LakhaniColorizer", "SceneClassifier", "PretrainedClassifier", "TorchScriptClassifier", "GlobalFeatures", "FusionLayer",
            "GridAttention", "coord_channels", "add_coords", "koalarization_encoder", "lakhani_step",
            "classifier_step", "pretrain_classifier", "classifier_accuracy", "resolve_classes",
            "AB_SCALE", "DOWNSAMPLE"]
 
 DOWNSAMPLE = 8                                   # three stride-2 convolutions: H/8 x W/8 grid
 ATTENTION_FORMS = ("luong", "bahdanau")
-GLOBAL_SOURCES = ("scene", "torchscript")
+GLOBAL_SOURCES = ("pretrained", "scene", "torchscript")
 GLOBAL_FEATURES = ("penultimate", "logits", "softmax")
 
 
@@ -184,6 +192,41 @@ class SceneClassifier(nn.Module):
         return self.head(self.features(L))
 
 
+class PretrainedClassifier(nn.Module):
+    """An ImageNet network of `colorkit.pretrained` on the gray image: L (B, 1, H, W) -> logits (B, 1000).
+
+    L -> neutral sRGB gray (R = G = B) in [0, 1] -> resized to `input_size` square (None: as it is)
+    -> the network with its own ImageNet preprocessing. `features(L)` is its pooled penultimate
+    vector. Frozen; its weights are in the state dict.
+    """
+
+    def __init__(self, network: str = "efficientnet-lite0", input_size: int | None = 224):
+        super().__init__()
+        from colorkit import pretrained
+
+        self.net = pretrained.features(network, layers=("pool", "logits"), size=input_size)
+        self.network, self.input_size = network, input_size
+        self.feature_dim, self.output_dim = self.net.dims["pool"], self.net.dims["logits"]
+
+    @property
+    def name(self) -> str:
+        return self.net.name
+
+    def extra_repr(self) -> str:
+        return f"network={self.network!r}, input_size={self.input_size}"
+
+    def _run(self, L: Tensor) -> dict[str, Tensor]:
+        from colorkit.color import lightness_to_gray
+
+        return self.net(lightness_to_gray(L.float()))                      # (B, 3, H, W) gray -> {pool, logits}
+
+    def features(self, L: Tensor) -> Tensor:
+        return self._run(L)["pool"]                                         # (B, 1280)
+
+    def forward(self, L: Tensor) -> Tensor:
+        return self._run(L)["logits"]                                       # (B, 1000)
+
+
 class TorchScriptClassifier(nn.Module):
     """Your own frozen network from a local TorchScript file, e.g. Inception-ResNet-v2.
 
@@ -194,7 +237,7 @@ class TorchScriptClassifier(nn.Module):
     path, not 55 M frozen weights; it follows the input's device on each call.
     """
 
-    def __init__(self, path: str | Path, output_dim: int, input_size: int = 299):
+    def __init__(self, path: str | Path, output_dim: int, input_size: int = 224):
         super().__init__()
         path = Path(path).expanduser()
         if not path.is_file():
@@ -233,33 +276,45 @@ class TorchScriptClassifier(nn.Module):
         return out
 
 
+_GLOBAL_CACHE: "OrderedDict[tuple[str, bytes], Tensor]" = OrderedDict()   # shared by every GlobalFeatures
+
+
 class GlobalFeatures(nn.Module):
     """The frozen global prior: L (B, 1, H, W) -> g (B, D), with no gradient and in eval mode always.
 
-    `feature` picks the vector: "penultimate" (SceneClassifier only), "logits" (the network's
-    output as it is) or "softmax" (of it).
+    `feature` picks the vector: "logits" (the network's output as it is), "softmax" (of it) or
+    "penultimate" (its pooled features; not for a TorchScript file). `cache` > 0 keeps the vectors
+    of that many images (least recently used dropped), keyed by a hash of each image's L and of the
+    frozen weights: the same image gives the same vector, so the cache changes no result.
     """
 
-    def __init__(self, source: str = "scene", feature: str = "penultimate", *, classes: str | Sequence[str] = "scene",
-                 classifier_width: int = 16, path: str | None = None, output_dim: int = 1000, input_size: int = 299):
+    def __init__(self, source: str = "pretrained", feature: str = "logits", *, network: str = "efficientnet-lite0",
+                 classes: str | Sequence[str] = "scene", classifier_width: int = 16, path: str | None = None,
+                 output_dim: int = 1000, input_size: int | None = 224, cache: int = 0):
         super().__init__()
         if source not in GLOBAL_SOURCES:
             raise ValueError(f"global_source must be one of {GLOBAL_SOURCES}, got {source!r}")
         if feature not in GLOBAL_FEATURES:
             raise ValueError(f"global_feature must be one of {GLOBAL_FEATURES}, got {feature!r}")
-        self.source, self.feature = source, feature
-        if source == "scene":
-            self.classifier: nn.Module = SceneClassifier(classes, classifier_width)
+        if not isinstance(cache, int) or cache < 0:
+            raise ValueError(f"global_cache must be an int >= 0 (images), got {cache!r}")
+        self.source, self.feature, self.cache = source, feature, cache
+        if source == "pretrained":
+            self.classifier: nn.Module = PretrainedClassifier(network, input_size)
+            self.dim = self.classifier.feature_dim if feature == "penultimate" else self.classifier.output_dim
+        elif source == "scene":
+            self.classifier = SceneClassifier(classes, classifier_width)
             self.dim = self.classifier.feature_dim if feature == "penultimate" else len(self.classifier.classes)
         else:
             if path is None:
                 raise ValueError("global_source='torchscript' needs global_path, the TorchScript file of your network")
             if feature == "penultimate":
-                raise ValueError("global_feature='penultimate' needs global_source='scene'; for a TorchScript file use "
-                                 "'logits' (its output as it is; export it cut before its last layer for an "
-                                 "embedding) or 'softmax'")
-            self.classifier = TorchScriptClassifier(path, output_dim, input_size)
+                raise ValueError("global_feature='penultimate' needs global_source 'pretrained' or 'scene'; for a "
+                                 "TorchScript file use 'logits' (its output as it is; export it cut before its last "
+                                 "layer for an embedding) or 'softmax'")
+            self.classifier = TorchScriptClassifier(path, output_dim, 299 if input_size is None else input_size)
             self.dim = output_dim
+        self._fingerprint: tuple[int, str] | None = None
         self.freeze()
 
     def freeze(self) -> None:
@@ -273,14 +328,45 @@ class GlobalFeatures(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"source={self.source!r}, feature={self.feature!r}, dim={self.dim}"
+        return f"source={self.source!r}, feature={self.feature!r}, dim={self.dim}, cache={self.cache}"
+
+    def _vectors(self, L: Tensor) -> Tensor:
+        if self.feature == "penultimate":
+            return self.classifier.features(L)                              # (B, D)
+        logits = self.classifier(L)                                          # (B, K)
+        return logits.softmax(dim=-1) if self.feature == "softmax" else logits
+
+    def _weights_key(self) -> str:
+        """A hash of the frozen weights and of what is read from them, recomputed when a tensor changes."""
+        tensors = list(self.state_dict().values())
+        version = sum(t._version for t in tensors)
+        if self._fingerprint is None or self._fingerprint[0] != version:
+            digest = hashlib.blake2b(repr((self.source, self.feature, self.extra_repr(),
+                                           getattr(self.classifier, "input_size", None))).encode(), digest_size=16)
+            for t in tensors:
+                digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = (version, digest.hexdigest())
+        return self._fingerprint[1]
 
     @torch.no_grad()
     def forward(self, L: Tensor) -> Tensor:
-        if self.feature == "penultimate":
-            return self.classifier.features(L)                              # (B, 4 classifier_width)
-        logits = self.classifier(L)                                          # (B, K)
-        return logits.softmax(dim=-1) if self.feature == "softmax" else logits
+        if not self.cache:
+            return self._vectors(L)
+        weights = self._weights_key()
+        images = L.detach().float().cpu().contiguous()
+        keys = [(weights, hashlib.blake2b(images[i].numpy().tobytes(), digest_size=16).digest())
+                for i in range(len(images))]
+        missing = [i for i, k in enumerate(keys) if k not in _GLOBAL_CACHE]
+        if missing:
+            fresh = self._vectors(L[missing]).float().cpu()                 # (M, D): only the new images
+            for i, vector in zip(missing, fresh):
+                _GLOBAL_CACHE[keys[i]] = vector
+        for k in keys:
+            _GLOBAL_CACHE.move_to_end(k)
+        out = torch.stack([_GLOBAL_CACHE[k] for k in keys])                 # (B, D)
+        while len(_GLOBAL_CACHE) > self.cache:
+            _GLOBAL_CACHE.popitem(last=False)
+        return out.to(device=L.device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,20 +440,22 @@ class LakhaniColorizer(Colorizer):
     width: encoder width C (64 = Deep Koalarization); image_size: the side `colorize` resizes to.
     fusion / attention ("luong", "bahdanau" or None) / coords: the three additions over the
     baseline, each one switchable for the ablations. attention_dim: d_a of Bahdanau's score.
-    Global feature (only with fusion): global_source "scene" (the frozen SceneClassifier stand-in
-    over `global_classes` "scene" / "photos" / a list, of width `classifier_width`) or
-    "torchscript" (the file `global_path`, output size `global_dim`, fed `global_input_size`
-    square gray RGB); global_feature "penultimate", "logits" or "softmax".
+    Global feature (only with fusion): global_source "pretrained" (the ImageNet network
+    `global_network`), "scene" (the SceneClassifier stand-in over `global_classes` "scene" /
+    "photos" / a list, of width `classifier_width`) or "torchscript" (the file `global_path`,
+    output size `global_dim`); the networks see the gray image at `global_input_size` square
+    (224; None: as it is); global_feature "logits", "softmax" or "penultimate"; global_cache:
+    how many images' vectors to keep (GlobalFeatures).
     Any H, W: padded to a multiple of 8 and cropped back.
     """
 
     external_files = ("global_path",)    # a TorchScript file can run code: named by the user at load time
 
     def __init__(self, width: int = 16, image_size: int = 64, fusion: bool = True, attention: str | None = "luong",
-                 coords: bool = True, attention_dim: int = 32, global_source: str = "scene",
-                 global_classes: str | list[str] = "scene", global_feature: str = "penultimate",
-                 classifier_width: int = 16, global_path: str | None = None, global_dim: int = 1000,
-                 global_input_size: int = 299):
+                 coords: bool = True, attention_dim: int = 32, global_source: str = "pretrained",
+                 global_network: str = "efficientnet-lite0", global_classes: str | list[str] = "scene",
+                 global_feature: str = "logits", classifier_width: int = 16, global_path: str | None = None,
+                 global_dim: int = 1000, global_input_size: int | None = 224, global_cache: int = 0):
         super().__init__()
         if not isinstance(width, int) or width < 2:
             raise ValueError(f"lakhani: width must be an int >= 2, got {width!r}")
@@ -378,9 +466,10 @@ class LakhaniColorizer(Colorizer):
         c = 4 * width                                                       # channels of the H/8 grid
 
         self.encoder = koalarization_encoder(3 if coords else 1, width)    # (B, 4C, H/8, W/8)
-        self.global_features = (GlobalFeatures(global_source, global_feature, classes=global_classes,
-                                               classifier_width=classifier_width, path=global_path,
-                                               output_dim=global_dim, input_size=global_input_size)
+        self.global_features = (GlobalFeatures(global_source, global_feature, network=global_network,
+                                               classes=global_classes, classifier_width=classifier_width,
+                                               path=global_path, output_dim=global_dim,
+                                               input_size=global_input_size, cache=global_cache)
                                 if fusion else None)
         self.fusion = FusionLayer(c, self.global_features.dim) if fusion else None
         self.attention = GridAttention(c, attention, attention_dim) if attention is not None else None
@@ -400,7 +489,7 @@ class LakhaniColorizer(Colorizer):
 
     @property
     def classifier(self) -> nn.Module | None:
-        """The frozen global network (a SceneClassifier or TorchScriptClassifier), None without fusion."""
+        """The frozen global network (Pretrained-, Scene- or TorchScriptClassifier), None without fusion."""
         return self.global_features.classifier if self.global_features is not None else None
 
     def load_classifier(self, classifier: SceneClassifier) -> "LakhaniColorizer":
