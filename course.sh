@@ -49,6 +49,9 @@ setup() {
         "$PY" -m ipykernel install --sys-prefix --name colorkit --display-name "Python (colorkit)" >/dev/null
         echo "$want" > "$stamp"
     fi
+    # The course photo corpus (DATA="photos"): built once from Debian and PyPI package files into the
+    # user's cache folder (a fresh clone reuses it; COLORKIT_PHOTOS or data/photos overrides), then offline.
+    "$PY" -m colorkit data prepare
     "$PY" -c "import torch, colorkit; print(f'[setup] colorkit {colorkit.__version__}, torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
 }
 

@@ -91,11 +91,12 @@ def resolve_data(data: str | None, cwd: str | os.PathLike | None = None) -> str 
     from colorkit.data import DATA_NAMES, IMAGE_EXTENSIONS, _cache_state, walk_files
     from colorkit.fetch import DATASETS, fetched
 
-    if str(data) == "corpus":
+    if str(data) in ("photos", "corpus"):
         from colorkit.corpus import corpus_dir
 
         if not (corpus_dir() / "manifest.json").is_file():
-            raise FileNotFoundError(f"--data corpus: no photo corpus in {corpus_dir()}; run `python -m colorkit data prepare`")
+            raise FileNotFoundError(f"--data {data}: no photo corpus in {corpus_dir()}; run `python -m colorkit data "
+                                    "prepare` (./course.sh setup does)")
     if data is None or str(data) in DATA_NAMES:
         return data
     if str(data) in DATASETS:

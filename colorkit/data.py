@@ -555,7 +555,7 @@ def _load_corpus_pil(path: Path) -> Image.Image:
 class CorpusPhotos(PackagePhotos):
     """Deterministic random crops of the course photo corpus (`colorkit.corpus`, built once by
     `python -m colorkit data prepare`), split by photo as its manifest says; crops as `PackagePhotos`.
-    `folder`: the corpus folder (default `colorkit.corpus.corpus_dir()`). `DATA="corpus"`."""
+    `folder`: the corpus folder (default `colorkit.corpus.corpus_dir()`). `DATA="photos"` (or "corpus")."""
 
     def __init__(self, split: str = "train", size: int | Sequence[int] = 64, crops_per_photo: int = 8,
                  seed: int = 0, scale: tuple[float, float] = (0.2, 1.0), flip: bool | None = None,
@@ -985,12 +985,14 @@ def sample_hints(ab: Tensor, n: int | Sequence[int] | Tensor, *, patch: int = 2,
 # The notebooks' DATA parameter
 # ---------------------------------------------------------------------------------------------
 
-DATA_NAMES = ("toyworld", "photos", "corpus")
+DATA_NAMES = ("toyworld", "photos", "corpus", "package-photos")
 
 
 def open_dataset(data: str | os.PathLike, *, split: str = "train", size: int | Sequence[int] = 64,
                  length: int | None = None, seed: int = 0) -> Dataset:
-    """The dataset a notebook's DATA parameter names: "toyworld", "photos" or a folder of images.
+    """The dataset a notebook's DATA parameter names: "toyworld", "photos" (the course photo corpus,
+    also "corpus"), "package-photos" (the 10 photos of the installed packages, no preparation
+    needed), a fetched dataset's name or a folder of images.
 
     `split` is "train" or "val". ToyWorld's validation scenes use another seed stream (seed + 10**6)
     so they never repeat a training scene; photos split by source photo. A folder with `train/` and
@@ -1005,8 +1007,8 @@ def open_dataset(data: str | os.PathLike, *, split: str = "train", size: int | S
     name = str(data)
     if name == "toyworld":
         return ToyWorld(size, length=length or 10_000, seed=seed + (10**6 if split == "val" else 0))
-    if name in ("photos", "corpus"):
-        kind = PackagePhotos if name == "photos" else CorpusPhotos
+    if name in ("photos", "corpus", "package-photos"):
+        kind = PackagePhotos if name == "package-photos" else CorpusPhotos
         photos = kind(split, size=size, seed=seed)
         if length is not None:
             per_photo = max(1, math.ceil(length / len(photos.sources)))

@@ -23,10 +23,11 @@ VALIDATION_SEED = 0  # fixed: every notebook sees the same validation images
 
 
 def validation_set(data_name: str | os.PathLike, size: int = 64, count: int = 96) -> Dataset:
-    """`count` fixed validation images of `size` for DATA = "toyworld", "photos", "corpus" or a folder."""
+    """`count` fixed validation images of `size` for DATA = "toyworld", "photos" (= "corpus"),
+    "package-photos", a fetched dataset or a folder."""
     name = str(data_name)
-    if name in ("photos", "corpus"):
-        kind = data.PackagePhotos if name == "photos" else data.CorpusPhotos
+    if name in ("photos", "corpus", "package-photos"):
+        kind = data.PackagePhotos if name == "package-photos" else data.CorpusPhotos
         sources = len(kind("val", size=size, crops_per_photo=1).sources)
         photos = kind("val", size=size, crops_per_photo=math.ceil(count / sources), seed=VALIDATION_SEED, flip=False)
         # interleave photos so that any prefix of the split covers every validation photo

@@ -175,6 +175,8 @@ def test_data_corpus_crops_the_prepared_corpus_by_its_split(tmp_path, fake_packa
         data.open_dataset("corpus", split="train", size=32)
     with pytest.raises(FileNotFoundError, match="--data corpus: no photo corpus"):
         course.resolve_data("corpus")
+    with pytest.raises(FileNotFoundError, match="--data photos: no photo corpus"):
+        course.resolve_data("photos")
     manifest = corpus.prepare(tmp_path / "corpus", sources, say=lambda line: None, fetch=fetch)
     monkeypatch.setenv("COLORKIT_PHOTOS", str(tmp_path / "corpus"))
     train = data.open_dataset("corpus", split="train", size=32)
@@ -186,3 +188,5 @@ def test_data_corpus_crops_the_prepared_corpus_by_its_split(tmp_path, fake_packa
     again = evaluate.validation_set("corpus", size=32, count=6)
     assert all(torch.equal(val[i]["rgb"], again[i]["rgb"]) for i in range(6))
     assert course.resolve_data("corpus") == "corpus"
+    photos = data.open_dataset("photos", split="train", size=32)           # DATA="photos" is the corpus
+    assert all(torch.equal(photos[i]["rgb"], train[i]["rgb"]) for i in (0, 7, 39))

@@ -439,7 +439,7 @@ def test_open_dataset_maps_the_data_parameter(tmp_path):
     train, val = open_dataset("toyworld", split="train", size=16, length=5), open_dataset("toyworld", split="val", size=16, length=5)
     assert len(train) == 5 and train[0]["rgb"].shape == (3, 16, 16)
     assert not torch.equal(train[0]["rgb"], val[0]["rgb"])          # validation scenes are other scenes
-    photos = open_dataset("photos", split="val", size=24, length=7)
+    photos = open_dataset("package-photos", split="val", size=24, length=7)
     assert len(photos) == 7 and {photos[i]["source"] for i in range(7)} <= {"chelsea", "grace_hopper", "flower"}
     with pytest.raises(ValueError, match="toyworld"):
         open_dataset("imagenet")

@@ -269,7 +269,7 @@ def test_6_data_is_taken_from_the_callers_folder_and_checked_first(fake_course, 
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(mini / "a.png")
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.delenv(course.CALLER_CWD_ENV, raising=False)
-    assert course.resolve_data("data/mini") == str(mini) and course.resolve_data("photos") == "photos"
+    assert course.resolve_data("data/mini") == str(mini) and course.resolve_data("package-photos") == "package-photos"
     monkeypatch.setenv(course.CALLER_CWD_ENV, str(tmp_path / "work"))      # course.sh runs from the project root
     monkeypatch.chdir(ROOT)
     assert course.resolve_data("data/mini") == str(mini)

@@ -41,7 +41,8 @@ The global feature. The paper uses an ImageNet-trained Inception-ResNet-v2 on th
   self-contained: `colorkit.load` needs nothing else.
 - global_source="scene": `SceneClassifier`, a small CNN over L trained here, the course's earlier
   stand-in: pretrain it briefly with `pretrain_classifier` on the labels the course data has
-  (ToyWorld's `scene`, SCENE_TYPES; or the package photos' `source`, global_classes="photos"),
+  (ToyWorld's `scene`, SCENE_TYPES; or, with DATA="package-photos", the photo's `source`,
+  global_classes="photos"),
   then `model.load_classifier(classifier)` copies its weights in, frozen.
 - global_source="torchscript": your own network from a local file (`global_path`, e.g.
   Inception-ResNet-v2 exported with torch.jit), run like the pretrained one (sRGB in [0, 1];
@@ -604,7 +605,8 @@ def pretrain_classifier(classifier: SceneClassifier, dataset, *, out_dir: str | 
                         **train: Any) -> dict[str, Any]:
     """Train `classifier` briefly on (L, label) through the Trainer; returns the Trainer's summary.
 
-    Labels: batch[label_key] ("scene" for ToyWorld, "source" for PackagePhotos with classes="photos").
+    Labels: batch[label_key] ("scene" for ToyWorld, "source" for PackagePhotos (DATA="package-photos")
+    with classes="photos").
     Then `model.load_classifier(classifier)` copies it into a LakhaniColorizer, frozen. `train`
     overrides TrainConfig fields (device, warmup_steps, ...); resume=True continues a run in out_dir.
     """
