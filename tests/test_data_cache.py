@@ -162,7 +162,7 @@ def test_workers_and_shard_sizes_give_the_same_pixels(folder, cache, tmp_path):
 
 def _counting(monkeypatch, fail_at: int | None = None) -> list:
     calls = []
-    real = data._cache_one
+    real = data.cache._cache_one
 
     def counted(path, resize):
         calls.append(path)
@@ -170,7 +170,7 @@ def _counting(monkeypatch, fail_at: int | None = None) -> list:
             raise KeyboardInterrupt
         return real(path, resize)
 
-    monkeypatch.setattr(data, "_cache_one", counted)
+    monkeypatch.setattr(data.cache, "_cache_one", counted)                # where prepare_cache looks it up
     return calls
 
 
