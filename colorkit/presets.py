@@ -21,11 +21,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "optimizer": "adam", "log_every": 1},
             "data": {"size": 32, "train_images": 64, "val_images": 8},
         },
+        # On the photo corpus (64 px, 62 validation photos, seed 0; measured 2026-11-29): 300
+        # steps gained 0.20 dB over gray (colorfulness 12.7 of the photos' 41.4), 1200 steps 0.34 dB (16.0),
+        # width 32 at 600 steps 0.32 dB (14.1) at the cost of 1200 steps at width 16. 900 steps over 8192
+        # crops fits notebook 00 in its 5 minutes; notebooks 03 and 04 train it for 150 steps.
         "course": {
             "model": {"name": "baseline", "width": 16, "depth": 3, "image_size": 64},
-            "train": {"steps": 300, "batch_size": 24, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 20,
+            "train": {"steps": 900, "batch_size": 24, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 20,
                       "schedule": "cosine", "log_every": 20},
-            "data": {"size": 64, "train_images": 4096, "val_images": 96},
+            "data": {"size": 64, "train_images": 8192, "val_images": 96},
         },
         # Lakhani sec. 3.4 and 4: 256 x 256 L input, Adam with lr 1e-3, MSE on ab. Batch size and
         # the number of steps are not given in the paper: 32 and 100k steps (about 25 ImageNet

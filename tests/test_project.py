@@ -46,6 +46,8 @@ def test_readme_and_ci_name_the_same_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "./course.sh test" in readme and "./course.sh run" in readme
     assert "./course.sh test" in (ROOT / ".ci" / "run").read_text()
+    setup = (ROOT / "course.sh").read_text().split("setup() {", 1)[1].split("\n}\n", 1)[0]
+    assert "-m colorkit data prepare" in setup          # setup gathers the photo corpus DATA="photos" needs
     syntax = subprocess.run(["bash", "-n", str(ROOT / "course.sh")], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
 

@@ -1,14 +1,16 @@
-"""Data for colorization without the internet: ToyWorld scenes, package photos, image folders, hints.
+"""Data for colorization without the internet: ToyWorld scenes, the photo corpus, image folders, hints.
 
-Four sources of RGB images, all returning the same sample format, a dict with
+Five sources of RGB images, all returning the same sample format, a dict with
 ``"rgb"``: float tensor (3, H, W) in [0, 1] (plus source-specific keys):
 
 - `ToyWorld` / `toyworld_batch`: procedural cartoon scenes with a per-pixel class mask. Some
   classes always have the same color (sky, grass, sun, ...), others get a random hue per object
   (balloons, clothes, cars), so a colorization model can be right about the first kind and can
   only guess the second: the ill-posedness the papers discuss, made measurable.
-- `PackagePhotos`: crops of the real color photographs shipped inside scikit-image,
-  scikit-learn and matplotlib, split into train/val by source photo.
+- `CorpusPhotos` (DATA="photos"): crops of the course photo corpus, a few hundred free-licensed
+  photographs from Debian and PyPI packages (`colorkit.corpus`), split into train/val by photo.
+- `PackagePhotos` (DATA="package-photos"): crops of the ten color photographs shipped inside
+  scikit-image, scikit-learn and matplotlib, split into train/val by source photo.
 - `ImageFolder`: any folder of user images, for full-size runs; odd files are converted or
   skipped with a count, never a crash halfway through an epoch.
 - `CachedImages`: an image folder decoded and resized once by `prepare_cache` into uint8 memmap
