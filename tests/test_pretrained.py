@@ -130,3 +130,214 @@ def test_bad_names_layers_and_files_are_named_in_the_error(tmp_path, monkeypatch
         pretrained.features("vgg16", weights=bad)
     with pytest.raises(ValueError, match="expected sRGB"):
         pretrained.features("efficientnet-lite0", layers=("stem",))(torch.rand(1, 1, 32, 32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inception v3 (torchvision's layout) and Inception-ResNet-v2 (timm's layout)
+# ---------------------------------------------------------------------------------------------
+
+# torchvision/models/inception.py, Inception_V3_Weights.IMAGENET1K_V1.meta["num_params"]: the model as
+# torchvision builds it for those weights, auxiliary head included.
+TORCHVISION_INCEPTION_V3_PARAMS = 27_161_264
+# That head (torchvision's InceptionAux on Mixed_6e): 1x1 conv 768->128 + BN, 5x5 conv 128->768 + BN,
+# linear 768->1000; BN has a weight and a bias per channel. 3,326,696, so 23,834,568 without it.
+INCEPTION_V3_AUX_PARAMS = (768 * 128 + 2 * 128) + (128 * 768 * 5 * 5 + 2 * 768) + (768 * 1000 + 1000)
+# timm's inception_resnet_v2: "55.84" (M) in the param_count column of timm's results/benchmark-infer-*.csv;
+# the exact 55,843,464 is what osmr/imgclsmob's pytorchcv asserts for the same network
+# (pytorch/pytorchcv/models/inceptionresnetv2.py, _test).
+TIMM_INCEPTION_RESNET_V2_PARAMS = 55_843_464
+
+V3_SHAPES_AT_299 = {"mixed_5d": (288, 35, 35), "mixed_6e": (768, 17, 17), "mixed_7c": (2048, 8, 8),
+                    "pool": (2048,), "logits": (1000,)}
+IRV2_SHAPES_AT_299 = {"block35": (320, 35, 35), "block17": (1088, 17, 17), "block8": (2080, 8, 8),
+                      "conv2d_7b": (1536, 8, 8), "pool": (1536,), "logits": (1000,)}
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for a real forward of a big network: light on a shared CPU, and for one small
+    image faster too (with two threads and another busy process, thread barriers dominate)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _torchvision_aux_head() -> torch.nn.Module:
+    """torchvision's AuxLogits module tree (names and shapes), which our Inception v3 does not build."""
+    return torch.nn.ModuleDict({"conv0": pretrained.ConvBNReLU(768, 128, 1),
+                                "conv1": pretrained.ConvBNReLU(128, 768, 5),
+                                "fc": torch.nn.Linear(768, 1000)})
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_inception_parameter_counts_are_the_published_ones():
+    with torch.device("meta"):
+        v3, aux, irv2 = pretrained.InceptionV3(), _torchvision_aux_head(), pretrained.InceptionResNetV2()
+    assert _count(aux) == INCEPTION_V3_AUX_PARAMS == 3_326_696
+    assert _count(v3) == TORCHVISION_INCEPTION_V3_PARAMS - INCEPTION_V3_AUX_PARAMS == 23_834_568
+    assert _count(irv2) == TIMM_INCEPTION_RESNET_V2_PARAMS
+    assert round(_count(irv2) / 1e6, 2) == 55.84                          # timm's results tables
+
+
+@pytest.mark.parametrize("network, shapes", [("inception_v3", V3_SHAPES_AT_299),
+                                             ("inception_resnet_v2", IRV2_SHAPES_AT_299)])
+def test_inception_layers_have_the_documented_shapes_at_299(network, shapes):
+    assert pretrained.LAYERS[network] == tuple(shapes)
+    with torch.device("meta"), pretrained.from_checkpoint():             # shapes only: no memory, no arithmetic
+        feats = pretrained.features(network, layers=pretrained.LAYERS[network], size=299)
+        out = feats(torch.empty(2, 3, 299, 299))
+        first = pretrained.features(network, layers=pretrained.LAYERS[network][:1], size=299)
+        early = first(torch.empty(1, 3, 299, 299))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: (2, *s) for k, s in shapes.items()}
+    assert feats.dims == {k: s[0] for k, s in shapes.items()}
+    assert list(early) == [pretrained.LAYERS[network][0]]
+
+
+def test_inception_preprocessing_is_x_times_2_minus_1_which_is_torchvisions_transform_input():
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(pretrained.IMAGENET_MEAN), torch.tensor(pretrained.IMAGENET_STD)
+    z = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)                # torchvision's ImageNet normalization
+    # torchvision's Inception3(transform_input=True): channel c becomes z_c * std_c / 0.5 + (mean_c - 0.5) / 0.5
+    back = torch.cat([z[:, c:c + 1] * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5 for c in range(3)], 1)
+    torch.testing.assert_close(back, x * 2 - 1)
+    with pretrained.from_checkpoint():
+        for network in ("inception_v3", "inception_resnet_v2"):
+            feats = pretrained.features(network, layers=("pool",))
+            torch.testing.assert_close((x - feats.mean) / feats.std, x * 2 - 1)
+
+
+def test_inception_v3_loads_torchvisions_file_layout_with_its_aux_head_and_runs_at_299(tmp_path, one_thread):
+    source = pretrained.InceptionV3()
+    # torchvision's 2018 file has no batch-norm counters; it has the AuxLogits.* keys of the training-only head
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    with torch.device("meta"):
+        aux_shapes = {f"AuxLogits.{k}": v.shape for k, v in _torchvision_aux_head().state_dict().items()}
+    state.update({k: torch.zeros(shape) for k, shape in aux_shapes.items()})
+    path = tmp_path / "inception_v3_google-test.pth"
+    torch.save(state, path)
+    feats = pretrained.features("inception_v3", layers=("mixed_6e", "pool", "logits"), size=299, weights=path)
+    loaded = feats.net.state_dict()
+    assert not any(k.startswith("AuxLogits.") for k in loaded) and set(state) - set(loaded) == set(aux_shapes)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k in loaded)
+    assert "inception_v3_google-test.pth" in feats.name
+    feats.train()
+    assert not feats.training and not any(p.requires_grad for p in feats.parameters())
+    with torch.no_grad():
+        out = feats(torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(0)))   # the one real forward
+    assert {k: tuple(v.shape[1:]) for k, v in out.items()} == {k: V3_SHAPES_AT_299[k] for k in feats.layers}
+    assert all(bool(v.isfinite().all()) for v in out.values())
+
+    bad = tmp_path / "not-inception.pth"
+    keep = dict(list(state.items())[:3])                                 # Conv2d_1a_3x3's conv weight, BN weight, bias
+    torch.save({**keep, "Mixed_6e.branch1x1.conv.weight": torch.zeros(192, 768, 3, 3)}, bad)
+    with pytest.raises(ValueError, match="not-inception.pth") as err:
+        pretrained.features("inception_v3", weights=bad)
+    message = str(err.value)
+    assert "not an Inception v3 state dict in torchvision's layout" in message
+    assert "missing ['Conv2d_1a_3x3.bn.running_mean'" in message
+    assert "Mixed_6e.branch1x1.conv.weight: (192, 768, 3, 3) != (192, 768, 1, 1)" in message
+
+
+def test_inception_resnet_v2_loads_a_timm_state_dict_either_classifier_name_and_runs_at_299(tmp_path, one_thread):
+    source = pretrained.InceptionResNetV2()
+    state = source.state_dict()                                          # torch.save(timm_model.state_dict()) keys
+    assert {"conv2d_1a.conv.weight", "repeat.9.branch2.2.bn.running_var", "repeat_1.19.conv2d.bias",
+            "repeat_2.8.branch1.2.conv.weight", "block8.conv2d.weight", "conv2d_7b.bn.weight",
+            "classif.weight"} <= set(state)
+    path = tmp_path / "inception_resnet_v2-test.pth"
+    torch.save(state, path)
+    feats = pretrained.features("inception_resnet_v2", layers=("block8", "pool", "logits"), size=299, weights=path)
+    loaded = feats.net.state_dict()
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert "inception_resnet_v2-test.pth" in feats.name
+    # timm before mid-2019 called the classifier last_linear
+    old = {k.replace("classif.", "last_linear."): v for k, v in state.items()}
+    old["last_linear.bias"] = torch.full((1000,), 0.25)
+    feats.net.load_timm_weights(old, path)
+    assert torch.equal(feats.net.classif.bias, old["last_linear.bias"])
+    with torch.no_grad():
+        out = feats(torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(0)))   # the one real forward
+    assert {k: tuple(v.shape[1:]) for k, v in out.items()} == {k: IRV2_SHAPES_AT_299[k] for k in feats.layers}
+    assert all(bool(v.isfinite().all()) for v in out.values())
+
+    bad = tmp_path / "not-irv2.pth"
+    torch.save({"conv2d_1a.conv.weight": torch.zeros(32, 3, 5, 5)}, bad)
+    with pytest.raises(ValueError, match="not-irv2.pth") as err:
+        pretrained.features("inception_resnet_v2", weights=bad)
+    message = str(err.value)
+    assert "not an Inception-ResNet-v2 state dict in timm's layout" in message
+    assert "missing ['conv2d_1a.bn.weight'" in message
+    assert "conv2d_1a.conv.weight: (32, 3, 5, 5) != (32, 3, 3, 3)" in message
+
+
+@pytest.mark.parametrize("network, variable, file", [
+    ("inception_v3", "COLORKIT_INCEPTION_V3_WEIGHTS", "inception_v3_google-0cc3c7bd.pth"),
+    ("inception_resnet_v2", "COLORKIT_INCEPTION_RESNET_V2_WEIGHTS", "torch.save(model.state_dict(), PATH)"),
+])
+def test_inception_weights_come_from_the_argument_or_the_variable_and_errors_say_which_file(
+        network, variable, file, tmp_path, monkeypatch):
+    monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(FileNotFoundError, match=variable) as err:
+        pretrained.weights_file(network)
+    assert file in str(err.value) and "nothing is downloaded" in str(err.value)
+    here = tmp_path / "here.pth"
+    here.write_bytes(b"")
+    monkeypatch.setenv(variable, str(here))
+    assert pretrained.weights_file(network) == here
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"")
+    assert pretrained.weights_file(network, weights=other) == other     # the argument comes first
+    monkeypatch.setenv(variable, str(tmp_path / "absent.pth"))
+    with pytest.raises(FileNotFoundError, match=f"{network}: no weights file at .*absent.pth"):
+        pretrained.weights_file(network)
+
+
+def _randomize_batch_norm(model: torch.nn.Module, seed: int) -> None:
+    """Batch-norm statistics and affine terms away from their defaults, so a wrong eps or mix-up shows."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 0.5 + 0.01)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+
+
+def test_inception_v3_agrees_with_torchvisions_network_code(tmp_path, one_thread):
+    models = pytest.importorskip("torchvision.models", reason="torchvision is not installed")
+    ref = models.inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False).eval()
+    _randomize_batch_norm(ref, 0)
+    path = tmp_path / "inception_v3-torchvision.pth"
+    torch.save(ref.state_dict(), path)                                  # AuxLogits.* included, as in the real file
+    feats = pretrained.features("inception_v3", layers=("pool", "logits"), weights=path)
+    pooled = {}
+    ref.avgpool.register_forward_hook(lambda module, args, out: pooled.setdefault("pool", out.flatten(1)))
+    x = torch.rand(1, 3, 107, 107, generator=torch.Generator().manual_seed(0))   # small: the CPU is shared
+    mean = torch.tensor(pretrained.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(pretrained.IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours, theirs = feats(x), ref((x - mean) / std)                  # torchvision's own pipeline
+    torch.testing.assert_close(ours["pool"], pooled["pool"], rtol=1e-4, atol=1e-4 * float(pooled["pool"].abs().max()))
+    torch.testing.assert_close(ours["logits"], theirs, rtol=1e-4, atol=1e-4 * float(theirs.abs().max()))
+
+
+def test_inception_resnet_v2_agrees_with_timms_network_code(tmp_path, one_thread):
+    timm = pytest.importorskip("timm", reason="timm is not installed")
+    ref = timm.create_model("inception_resnet_v2", pretrained=False).eval()   # nothing downloaded
+    _randomize_batch_norm(ref, 1)
+    assert tuple(ref.pretrained_cfg["mean"]) == tuple(ref.pretrained_cfg["std"]) == (0.5, 0.5, 0.5)
+    path = tmp_path / "inception_resnet_v2-timm.pth"
+    torch.save(ref.state_dict(), path)
+    feats = pretrained.features("inception_resnet_v2", layers=("conv2d_7b", "pool", "logits"), weights=path)
+    x = torch.rand(1, 3, 107, 107, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = feats(x)
+        fmap = ref.forward_features((x - 0.5) / 0.5)
+        pool = ref.forward_head(fmap, pre_logits=True)
+    torch.testing.assert_close(ours["conv2d_7b"], fmap, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours["pool"], pool, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours["logits"], ref.get_classifier()(pool), rtol=1e-4, atol=1e-5)
