@@ -46,27 +46,17 @@ from torch import Tensor, nn
 __all__ = ["VGG16Features", "PretrainedTaps", "RandomFeatures", "FeatureLoss", "feature_network",
            "critic_loss", "generator_adversarial_loss", "VGG16_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-# torchvision's vgg16().features: 13 convolutions ("M" = 2x2 max-pool), ReLU after each convolution
-_VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-# indices in that Sequential of relu1_2, relu2_2, relu3_3 (Johnson et al.'s layers)
+# indices in torchvision's vgg16().features of relu1_2, relu2_2, relu3_3 (Johnson et al.'s layers)
 VGG16_LAYERS = (3, 8, 15)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _vgg_stack(last_index: int, width: int = 64) -> nn.Sequential:
-    """The first `last_index + 1` modules of VGG16's `features`, with torchvision's indices;
-    `width` scales the channels (64: VGG16's own 64-128-256-512)."""
-    layers: list[nn.Module] = []
-    c_in = 3
-    for item in _VGG16_PLAN:
-        if item == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            c_out = item * width // 64
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=False)]
-            c_in = c_out
-    return nn.Sequential(*layers[:last_index + 1])
+    """VGG16's `features` up to `last_index`, `width` scaling its channels (colorkit.pretrained's)."""
+    from colorkit.pretrained import vgg16_stack
+
+    return vgg16_stack(last_index, width)
 
 
 class _FrozenFeatures(nn.Module):

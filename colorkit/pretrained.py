@@ -262,6 +262,21 @@ def _lite0_block_position(n: int) -> tuple[int, int]:
 # VGG16 (torchvision's layout)
 # ---------------------------------------------------------------------------------------------
 
+def vgg16_stack(last_index: int, width: int = 64) -> nn.Sequential:
+    """The first `last_index + 1` modules of torchvision's `vgg16().features`, with its indices;
+    `width` scales the channels (64: VGG16's own 64-128-256-512; losses.RandomFeatures uses 16)."""
+    modules: list[nn.Module] = []
+    c_in = 3
+    for item in VGG16_PLAN:
+        if item == "M":
+            modules.append(nn.MaxPool2d(2, 2))
+        else:
+            c_out = item * width // 64
+            modules += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            c_in = c_out
+    return nn.Sequential(*modules[:last_index + 1])
+
+
 class VGG16(nn.Module):
     """VGG16's convolutional part in torchvision's layout (`features.N`): normalized RGB -> named ReLU outputs.
 
@@ -272,16 +287,8 @@ class VGG16(nn.Module):
 
     def __init__(self, layers: Sequence[str] = ("pool",)):
         super().__init__()
-        modules: list[nn.Module] = []
-        c_in = 3
-        for item in VGG16_PLAN:
-            if item == "M":
-                modules.append(nn.MaxPool2d(2, 2))
-            else:
-                modules += [nn.Conv2d(c_in, item, 3, padding=1), nn.ReLU()]
-                c_in = item
         last = max(self.RELU_INDEX["relu5_3" if n == "pool" else n] for n in layers)
-        self.features = nn.Sequential(*modules[:last + 1])
+        self.features = vgg16_stack(last)
         self.dims = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512, "relu5_3": 512, "pool": 512}
 
     def taps(self, x: Tensor, wanted: set[str]) -> dict[str, Tensor]:
