@@ -92,26 +92,20 @@ class _FrozenFeatures(nn.Module):
         return outputs
 
 
-class VGG16Features(nn.Module):
-    """VGG16 (Simonyan & Zisserman 2015) feature maps from a local weights file, frozen: RGB -> [phi_l].
+class PretrainedTaps(nn.Module):
+    """A `colorkit.pretrained` network as phi: RGB (B, 3, H, W) in [0, 1] -> [phi_l] in `layers` order.
 
-    `weights`: a file holding torchvision's VGG16 state dict (`features.N.weight` / `.bias`; the
-    classifier's keys are ignored). `layers`: indices in torchvision's `features` Sequential
-    (default relu1_2, relu2_2, relu3_3). The network is `colorkit.pretrained`'s "vgg16".
+    At the input's own size (no resizing): the perceptual loss compares the images as they are.
     """
 
-    def __init__(self, weights: str | os.PathLike, layers: Sequence[int] = VGG16_LAYERS):
+    def __init__(self, network: str = "efficientnet-lite0", layers: Sequence[str] = ("stem", "stage2", "stage3"),
+                 weights: str | os.PathLike | None = None):
         super().__init__()
         from colorkit import pretrained
 
-        by_index = {v: k for k, v in pretrained.VGG16.RELU_INDEX.items()}
-        unknown = [i for i in layers if i not in by_index]
-        if unknown:
-            raise ValueError(f"VGG16Features: layers must be ReLU indices {sorted(by_index)} of torchvision's "
-                             f"features Sequential, got {list(layers)}")
-        self.layers = tuple(sorted(int(i) for i in layers))
-        self.net = pretrained.features("vgg16", layers=[by_index[i] for i in self.layers], weights=weights)
-        self.name = f"VGG16 features {list(self.layers)} from {Path(weights).name}"
+        self.net = pretrained.features(network, layers=layers, weights=weights)
+        self.layers = self.net.layers
+        self.name = f"{network} features {list(self.layers)} ({self.net.source})"
         self.eval()
 
     def train(self, mode: bool = True) -> nn.Module:
@@ -122,27 +116,26 @@ class VGG16Features(nn.Module):
         return [out[n] for n in self.net.layers]
 
 
-class PretrainedTaps(nn.Module):
-    """A `colorkit.pretrained` network as phi: RGB (B, 3, H, W) in [0, 1] -> [phi_l] in `layers` order.
+class VGG16Features(PretrainedTaps):
+    """VGG16 (Simonyan & Zisserman 2015) feature maps from a local weights file, frozen: RGB -> [phi_l].
 
-    At the input's own size (no resizing): the perceptual loss compares the images as they are.
+    `weights`: a file holding torchvision's VGG16 state dict (`features.N.weight` / `.bias`; the
+    classifier's keys are ignored). `layers`: indices in torchvision's `features` Sequential
+    (default relu1_2, relu2_2, relu3_3). The network is `colorkit.pretrained`'s "vgg16".
     """
 
-    def __init__(self, network: str = "efficientnet-lite0", layers: Sequence[str] = ("stem", "stage2", "stage3")):
-        super().__init__()
+    def __init__(self, weights: str | os.PathLike, layers: Sequence[int] = VGG16_LAYERS):
         from colorkit import pretrained
 
-        self.net = pretrained.features(network, layers=layers)
-        self.layers = self.net.layers
-        self.name = f"{network} features {list(self.layers)} ({self.net.source})"
-        self.eval()
-
-    def train(self, mode: bool = True) -> nn.Module:
-        return super().train(False)              # frozen: always in eval mode
-
-    def forward(self, rgb: Tensor) -> list[Tensor]:
-        out = self.net(rgb)
-        return [out[n] for n in self.layers]
+        by_index = {v: k for k, v in pretrained.VGG16.RELU_INDEX.items()}
+        unknown = [i for i in layers if i not in by_index]
+        if unknown:
+            raise ValueError(f"VGG16Features: layers must be ReLU indices {sorted(by_index)} of torchvision's "
+                             f"features Sequential, got {list(layers)}")
+        indices = tuple(sorted(int(i) for i in layers))
+        super().__init__("vgg16", [by_index[i] for i in indices], weights=weights)
+        self.layers = indices
+        self.name = f"VGG16 features {list(indices)} from {Path(weights).name}"
 
 
 class RandomFeatures(_FrozenFeatures):
