@@ -17,25 +17,31 @@ from colorkit.runs import PRESETS as PRESET_NAMES
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "baseline": {
         "smoke": {
-            "model": {"name": "baseline", "width": 8, "depth": 2, "image_size": 32},
+            "model": {"name": "baseline", "width": 8, "depth": 2, "image_size": 32, "features": "efficientnet-lite0",
+                      "feature_size": 32, "fuse_width": 16},
             "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "optimizer": "adam", "log_every": 1},
             "data": {"size": 32, "train_images": 64, "val_images": 8},
         },
-        # On the photo corpus (64 px, 62 validation photos, seed 0; measured 2026-11-29): 300
-        # steps gained 0.20 dB over gray (colorfulness 12.7 of the photos' 41.4), 1200 steps 0.34 dB (16.0),
-        # width 32 at 600 steps 0.32 dB (14.1) at the cost of 1200 steps at width 16. 900 steps over 8192
-        # crops fits notebook 00 in its 5 minutes; notebooks 03 and 04 train it for 150 steps.
+        # On the photo corpus (64 px, 96 validation crops of 62 photos, seed 0; measured 2026-11-29 on 2
+        # cores with /tmp/tune-style runs of this preset): the CNN alone gained 0.20 dB over gray at 300
+        # steps (colorfulness 12.7 of the photos' 41.4), 0.27 dB at 900 (15.4), 0.34 dB at 1200 (16.0).
+        # With EfficientNet-Lite0's hypercolumn (stage2, 3, 5, 6): 0.94 dB at 600 steps with the network at
+        # 96 px (23.5; 150 s), 1.05 dB at 128 px (23.4; 220 s), 0.88 dB at width 32 (347 s). Notebooks 03
+        # and 04 train it for 150 steps.
         "course": {
-            "model": {"name": "baseline", "width": 16, "depth": 3, "image_size": 64},
-            "train": {"steps": 900, "batch_size": 24, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 20,
+            "model": {"name": "baseline", "width": 16, "depth": 3, "image_size": 64, "features": "efficientnet-lite0",
+                      "feature_size": 96},
+            "train": {"steps": 600, "batch_size": 24, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 20,
                       "schedule": "cosine", "log_every": 20},
             "data": {"size": 64, "train_images": 8192, "val_images": 96},
         },
         # Lakhani sec. 3.4 and 4: 256 x 256 L input, Adam with lr 1e-3, MSE on ab. Batch size and
         # the number of steps are not given in the paper: 32 and 100k steps (about 25 ImageNet
-        # epochs at batch 32 would be 1M steps; 100k is where our runs level off) are our choice.
+        # epochs at batch 32 would be 1M steps; 100k is where our runs level off) are our choice, as is
+        # the frozen EfficientNet-Lite0 hypercolumn at its ImageNet size, 224.
         "full": {
-            "model": {"name": "baseline", "width": 64, "depth": 3, "image_size": 256},
+            "model": {"name": "baseline", "width": 64, "depth": 3, "image_size": 256, "features": "efficientnet-lite0",
+                      "feature_size": 224},
             "train": {"steps": 100_000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 1000,
                       "schedule": "cosine", "ema_decay": 0.999, "val_every": 5000, "ckpt_every": 2000,
                       "log_every": 100, "num_workers": 8},

@@ -20,3 +20,10 @@ def test_li_speed_quick_runs():
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "Ours-T:" in done.stdout and "Ours-S:" in done.stdout and "images/s" in done.stdout
+
+
+def test_baseline_features_quick_runs():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "baseline_features.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "plain CNN:" in done.stdout and "hypercolumn at 32 px:" in done.stdout and "by true color:" in done.stdout

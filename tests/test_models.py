@@ -51,7 +51,8 @@ def tiny_training(tmp_path, model_config, steps=2, size=32, batch_size=2, **trai
 
 def test_build_keeps_the_full_config_and_rebuilds_the_same_model():
     model = models.build({"name": "baseline", "width": 8})
-    assert model.config == {"name": "baseline", "width": 8, "depth": 3, "image_size": 64}
+    assert model.config == {"name": "baseline", "width": 8, "depth": 3, "image_size": 64, "features": None,
+                            "feature_layers": None, "feature_size": 128, "fuse_width": 64}
     again = models.build(model.config)
     assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]
 
@@ -91,6 +92,43 @@ def test_every_model_at_its_full_configuration_trains_two_steps_on_the_cpu(tmp_p
     assert summary["steps"] == 2
     assert summary["losses"] and all(np.isfinite(v) for v in summary["losses"].values())
     assert colorkit.load(summary["checkpoint"]).config == full["model"] | models.build(full["model"]).config
+
+
+def test_the_baseline_with_pretrained_features_fuses_the_frozen_hypercolumn(tmp_path, monkeypatch):
+    """features="efficientnet-lite0": the frozen network's maps on the gray image, resized to the bottleneck,
+    reach the prediction; training leaves that network as shipped; the checkpoint alone rebuilds the model."""
+    import torch.nn.functional as F
+
+    from colorkit import pretrained
+    from colorkit.color import lightness_to_gray
+
+    config = {"name": "baseline", "width": 4, "depth": 2, "image_size": 32, "features": "efficientnet-lite0",
+              "feature_layers": ["stage2", "stage3"], "feature_size": 32, "fuse_width": 8}
+    model, summary = tiny_training(tmp_path, config, steps=3)
+    reference = pretrained.features("efficientnet-lite0", layers=("stage2", "stage3"), size=32)
+    L = torch.rand(2, 1, 37, 53) * 100
+    maps = reference(lightness_to_gray(L))
+    expected = torch.cat([F.interpolate(maps[n], size=(10, 14), mode="bilinear", align_corners=False)
+                          for n in ("stage2", "stage3")], 1)
+    torch.testing.assert_close(model.hypercolumn(L, (10, 14)), expected)
+    for key, value in reference.state_dict().items():                # frozen: weights and BN statistics as shipped
+        assert torch.equal(model.features.state_dict()[key], value), key
+    assert all(not p.requires_grad for p in model.features.parameters())
+
+    model.eval()
+    with torch.no_grad():
+        out = model(L)
+        assert out.shape == (2, 2, 37, 53)
+        model.project[0].weight.zero_()                                # cut the hypercolumn: the prediction changes
+        assert not torch.allclose(model(L), out)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("colorkit.load read the pretrained weights file")
+
+    monkeypatch.setattr(pretrained, "weights_file", refuse)
+    loaded = colorkit.load(summary["checkpoint"]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(L), out)
 
 
 # --- load and colorize ---------------------------------------------------------------------------
