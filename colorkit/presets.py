@@ -35,10 +35,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       "schedule": "cosine", "log_every": 20},
             "data": {"size": 64, "train_images": 8192, "val_images": 96},
         },
-        # Lakhani sec. 3.4 and 4: 256 x 256 L input, Adam with lr 1e-3, MSE on ab. Batch size and
-        # the number of steps are not given in the paper: 32 and 100k steps (about 25 ImageNet
-        # epochs at batch 32 would be 1M steps; 100k is where our runs level off) are our choice, as is
-        # the frozen EfficientNet-Lite0 hypercolumn at its ImageNet size, 224.
+        # The course's own network (no paper's): trained as Lakhani trains hers (sec. 3.4 and 4: 256 x 256 L
+        # input, Adam with lr 1e-3, MSE on ab). Batch 32 and 100k steps (about 25 ImageNet epochs at batch
+        # 32 would be 1M steps; 100k is where our runs level off) are our choice, as is the frozen
+        # EfficientNet-Lite0 hypercolumn at its ImageNet size, 224.
         "full": {
             "model": {"name": "baseline", "width": 64, "depth": 3, "image_size": 256, "features": "efficientnet-lite0",
                       "feature_size": 224},
@@ -85,9 +85,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "data": {"size": 128, "train_images": 1024, "val_images": 12},
         },
         # Sun et al. sec. III: batch 1, Adam beta = (0, 0.9), lr 2e-4, 2.6 x 10^6 iterations, lambda_r = 10,
-        # 512 x 512 images from 64 x 64 coarse colors. Widths are ours (the paper's Fig. 5 gives none).
+        # 512 x 512 images from 64 x 64 coarse colors. Widths are ours (the paper's Fig. 5 gives none), as
+        # is the critic's depth: 4 stride-2 layers see 142 x 142 patches, about a quarter of the 512-px side,
+        # as the course's 34 x 34 patches are of 128 px (and pix2pix's 70 x 70 of 256 px).
         "full": {
-            "model": {"name": "sun2023_upgrader", "width": 64, "n_down": 3, "n_res": 6, "image_size": 512, "coarse_size": 64},
+            "model": {"name": "sun2023_upgrader", "width": 64, "n_down": 3, "n_res": 6, "image_size": 512, "coarse_size": 64,
+                      "disc_layers": 4},
             "train": {"steps": 2_600_000, "batch_size": 1, "lr": 2e-4, "betas": (0.0, 0.9), "optimizer": "adam",
                       "val_every": 20_000, "ckpt_every": 5_000, "log_every": 500, "num_workers": 4},
             "data": {"size": 512, "train_images": None, "val_images": 1000},
@@ -160,7 +163,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # no batch size, step count or schedule: batch 32, 100k steps, warmup + cosine and EMA are ours,
         # as for the baseline's full preset. The global network sees the whole image at 224 (its
         # ImageNet size). With Inception-ResNet-v2 exported to a file, set global_source="torchscript",
-        # global_path=..., global_dim=1000, global_input_size=299: the paper's network.
+        # global_path=..., global_dim=1000: the paper's network, which it feeds 224 x 224 (sec. 3).
         "full": {
             "model": {"name": "lakhani", "width": 64, "image_size": 256, "classifier_width": 32,
                       "global_input_size": 224},

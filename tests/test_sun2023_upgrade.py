@@ -34,20 +34,56 @@ def test_upgrader_and_discriminator_shapes(h, w, coarse):
     ab = G(L, coarse_rgb=coarse_rgb)
     assert ab.shape == (2, 2, h, w) and ab.abs().max() <= up.AB_SCALE
     assert torch.equal(ab, G.upgrade(L, coarse_rgb))
-    logits = D(L, ab)
-    assert logits.shape[:2] == (2, 1) and logits.shape[-2:] == D.net(torch.zeros(1, 3, h, w)).shape[-2:]
+    x = G.coarse_lab(coarse_rgb, (h, w))                                        # X_LQ as Lab, upsampled
+    logits = D(x, torch.cat([L, ab], 1))
+    assert logits.shape[:2] == (2, 1) and logits.shape[-2:] == D.net(torch.zeros(1, 6, h, w)).shape[-2:]
+    with pytest.raises(ValueError, match="Lab"):
+        D(L, ab)                                                                 # the old (gray, ab) pair is refused
+    with pytest.raises(ValueError, match="at least 12 x 12 px"):
+        D(x[..., :8, :8], torch.cat([L, ab], 1)[..., :8, :8])
 
 
 def test_patch_discriminator_receptive_field_is_measured_not_just_computed():
     assert PatchDiscriminator(n_layers=3).receptive_field == 70                 # pix2pix's 70 x 70 PatchGAN
     D = PatchDiscriminator(width=4, n_layers=2).eval()     # (instance norm would see the whole image)
     assert D.receptive_field == 34
-    x = torch.full((1, 1, 96, 96), 50.0)
-    y = torch.zeros(1, 2, 96, 96, requires_grad=True)
+    x = torch.full((1, 3, 96, 96), 50.0)
+    y = torch.zeros(1, 3, 96, 96, requires_grad=True)
     out = D(x, y)
     out[0, 0, out.shape[-2] // 2, out.shape[-1] // 2].backward()               # one logit in the middle
     rows, cols = y.grad.abs().sum(dim=(0, 1)).nonzero(as_tuple=True)
     assert rows.max() - rows.min() + 1 == 34 and cols.max() - cols.min() + 1 == 34
+
+
+def test_the_critic_is_conditioned_on_the_coarse_color_image_as_eq_9_says():
+    """x ~ X_LQ: the same color image y judged against two different coarse images gets two different
+    scores, so D can penalise an upgrade that ignores the coarse colors; and the step feeds D exactly
+    X_LQ (the real image's coarse version, upsampled by the generator's own coarse_lab)."""
+    torch.manual_seed(0)
+    G, D = small_upgrader(), PatchDiscriminator(width=8).eval()
+    L, coarse_rgb, rgb = gray_and_coarse(2, 64, 64, 16)
+    y = rgb_to_lab(rgb)
+    x = G.coarse_lab(coarse_rgb, (64, 64))
+    other = G.coarse_lab(coarse_rgb.flip(1), (64, 64))                          # the same coarse image, R and B swapped
+    with torch.no_grad():
+        assert not torch.allclose(D(x, y), D(other, y))
+    seen = []
+    D.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+
+    class Ctx:                                                                  # the engine's view, for one step
+        models = unwrapped = {"generator": G, "discriminator": D}
+        def update(self, *args, **kwargs):
+            pass
+    up.make_upgrade_step()(Ctx(), {"rgb": rgb, "L": L, "ab": y[:, 1:]})
+    assert len(seen) == 3 and all(torch.allclose(s, G.coarse_lab(coarse_from_rgb(rgb, G.coarse_size), (64, 64))) for s in seen)
+
+
+def test_the_full_critic_sees_the_same_share_of_a_512_px_image_as_the_course_critic_of_128_px():
+    from colorkit import presets
+
+    full, course = (presets.preset("sun2023_upgrader", level)["model"] for level in ("full", "course"))
+    share = [PatchDiscriminator(n_layers=m.get("disc_layers", 2)).receptive_field / m["image_size"] for m in (full, course)]
+    assert share[1] == 34 / 128 and abs(share[0] / share[1] - 1) < 0.1
 
 
 # --- what the upgrader computes ----------------------------------------------------------------
@@ -199,4 +235,5 @@ def test_training_models_builds_the_discriminator_the_config_asks_for():
     G = models.build({"name": "sun2023_upgrader", "width": 8, "disc_width": 8, "disc_layers": 3,
                       "disc_spectral_norm": False})
     D = G.training_models()["discriminator"]
-    assert D.config == {"name": "sun2023_patch_discriminator", "width": 8, "n_layers": 3, "spectral_norm": False}
+    assert D.config == {"name": "sun2023_patch_discriminator", "width": 8, "n_layers": 3, "spectral_norm": False,
+                        "condition": "coarse Lab"}

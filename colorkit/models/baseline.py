@@ -1,8 +1,9 @@
-"""The "without attention" baseline: a plain encoder-decoder CNN from L to ab, trained with MSE.
+"""The course baseline: an encoder-decoder CNN from L to ab without attention, trained with MSE.
 
-Every paper notebook compares its attention model against this one. It is the regression
-baseline of Lakhani (sec. 3.4, after Baldassarre et al. 2017): strided 3x3 convolutions with
-batch norm encode L, upsampling convolutions decode to ab, no fusion and no attention. Trained with
+Notebooks 00, 03 and 04 train it and compare the papers' models with it. It is the course's own
+network, not any paper's: strided 3x3 convolutions with batch norm encode L, upsampling
+convolutions decode to ab, no attention. (Lakhani's baseline of sec. 3.4, the same encoder-decoder
+as her final model without fusion, is `lakhani` with fusion=False, in notebook 05.) Trained with
 MSE on ab it predicts the conditional mean, whose brownish desaturation notebook 02 explains.
 
 With `features="efficientnet-lite0"` (the course preset) the encoder also reads a frozen ImageNet

@@ -36,8 +36,8 @@ The global feature. The paper uses an ImageNet-trained Inception-ResNet-v2 on th
 1000-way output before the softmax, as Deep Koalarization). Three sources:
 - global_source="pretrained" (the default): an ImageNet-trained network of `colorkit.pretrained`,
   `global_network` ("efficientnet-lite0", offline), on the gray image replicated to 3 channels
-  and resized to global_input_size square (224, the network's ImageNet size; the paper's
-  Inception-ResNet-v2 takes 299). Its weights live in the model's state dict, so a checkpoint is
+  and resized to global_input_size square (224: the network's ImageNet size, and the size at which
+  the paper feeds its Inception-ResNet-v2, sec. 3). Its weights live in the model's state dict, so a checkpoint is
   self-contained: `colorkit.load` needs nothing else.
 - global_source="scene": `SceneClassifier`, a small CNN over L trained here, the course's earlier
   stand-in: pretrain it briefly with `pretrain_classifier` on the labels the course data has
@@ -46,7 +46,7 @@ The global feature. The paper uses an ImageNet-trained Inception-ResNet-v2 on th
   then `model.load_classifier(classifier)` copies its weights in, frozen.
 - global_source="torchscript": your own network from a local file (`global_path`, e.g.
   Inception-ResNet-v2 exported with torch.jit), run like the pretrained one (sRGB in [0, 1];
-  any normalisation must live inside the file; set global_input_size=299 for Inception).
+  any normalisation must live inside the file; the paper feeds Inception-ResNet-v2 224 x 224).
   Its weights stay out of the state dict: a checkpoint records the path, but `colorkit.load` never
   opens a file a checkpoint names (TorchScript can run code): the user names it at load time,
   `colorkit.load(ckpt, files={"global_path": PATH})` or COLORKIT_GLOBAL_PATH=PATH.
@@ -232,7 +232,7 @@ class TorchScriptClassifier(nn.Module):
     """Your own frozen network from a local TorchScript file, e.g. Inception-ResNet-v2.
 
     Called on the gray image as RGB: L (B, 1, H, W) -> neutral sRGB gray (B, 3, H, W) in [0, 1]
-    (R = G = B), resized to `input_size` square (299 for Inception-ResNet-v2); any normalisation
+    (R = G = B), resized to `input_size` square (224, as the paper feeds Inception-ResNet-v2); any normalisation
     the network needs must live inside the file. Output (B, D) or (B, D, 1, 1), D = `output_dim`.
     The loaded network is kept out of `state_dict()` and `parameters()`: a checkpoint stores the
     path, not 55 M frozen weights; it follows the input's device on each call.
@@ -267,7 +267,7 @@ class TorchScriptClassifier(nn.Module):
             net.to(L.device)
         gray = lightness_to_gray(L.float())                                  # (B, 3, H, W), R = G = B
         gray = F.interpolate(gray, size=(self.input_size, self.input_size), mode="bilinear",
-                             align_corners=False, antialias=True)            # (B, 3, 299, 299)
+                             align_corners=False, antialias=True)            # (B, 3, 224, 224)
         out = net(gray)
         if out.dim() == 4 and out.shape[2:] == (1, 1):
             out = out.flatten(1)
@@ -313,7 +313,7 @@ class GlobalFeatures(nn.Module):
                 raise ValueError("global_feature='penultimate' needs global_source 'pretrained' or 'scene'; for a "
                                  "TorchScript file use 'logits' (its output as it is; export it cut before its last "
                                  "layer for an embedding) or 'softmax'")
-            self.classifier = TorchScriptClassifier(path, output_dim, 299 if input_size is None else input_size)
+            self.classifier = TorchScriptClassifier(path, output_dim, 224 if input_size is None else input_size)
             self.dim = output_dim
         self._fingerprint: tuple[int, str] | None = None
         self.freeze()

@@ -9,12 +9,13 @@ coarse, 3-bit color into full-resolution color (paper sec. II.D, Fig. 5-6, eq. 9
 
     final image = Lab(L, ab): the full-resolution lightness is kept exactly; G only predicts color.
 
-    D(x, y): a PatchGAN on the gray image x = L and the color image y = (L, ab), one logit per patch.
+    D(x, y): a PatchGAN on the coarse color image x = X_LQ (upsampled to H x W) and the full-resolution
+    color image y = (L, ab), one logit per patch: it judges whether y is a real upgrade of x.
 
 Training pairs as in the paper's sec. III.A: the coarse input X_LQ is the real image itself, area-
 downsampled to 64 x 64 and quantized to the palette (`coarse_from_rgb`); the target Y is the real ab.
 
-    D maximises  E[log D(x, y)] + E[log(1 - D(x, G(x)))]                           (eq. 9)
+    D maximises  E[log D(x, y)] + E[log(1 - D(x, G(x)))],  x ~ X_LQ, y ~ Y           (eq. 9)
     G minimises  L_GAN + lambda_r * MSE(y, G(x)),  lambda_r = 10                   (eq. 10)
 
 with the non-saturating L_GAN = -E[log D(x, G(x))] (Goodfellow et al. 2014) and Adam, betas
@@ -209,22 +210,25 @@ class SunUpgrader(Colorizer):
 class PatchDiscriminator(nn.Module):
     """D(x, y) -> logits (B, 1, H', W'), one per overlapping patch (Isola et al. 2017, PatchGAN).
 
-    x: the gray image, L (B, 1, H, W) in [0, 100]; y: the color image given by its ab (B, 2, H, W)
-    in Lab units (its lightness is x: the upgrader keeps L), so D sees Lab, normalised inside.
+    x: the condition of eq. 9, x ~ X_LQ, the coarse color image as Lab (B, 3, H, W), upsampled to
+    y's size (`SunUpgrader.coarse_lab`); y: the full-resolution color image as Lab (B, 3, H, W).
+    D sees both, normalised inside, so it can penalise an output that ignores the coarse colors.
     Layers: 4x4 convolutions, `n_layers` with stride 2 (width C, 2C, 4C, ... capped at 8C), one
     with stride 1, then a stride-1 convolution to one logit, LeakyReLU(0.2) between. pix2pix's
     70 x 70 discriminator is n_layers = 3; the default n_layers = 2 sees 34 x 34 patches, the same
-    fraction of a 128 x 128 image as 70 x 70 of pix2pix's 256 x 256. Spectral norm on every
+    fraction of a 128 x 128 image as 70 x 70 of pix2pix's 256 x 256 (about a quarter of the side);
+    n_layers = 4 sees 142 x 142, that fraction of 512 x 512 (the `full` preset). Spectral norm on every
     convolution (`spectral_norm=True`) or instance norm on the middle ones (False).
     """
 
     def __init__(self, width: int = 32, n_layers: int = 2, spectral_norm: bool = True):
         super().__init__()
         self.config = {"name": "sun2023_patch_discriminator", "width": width, "n_layers": n_layers,
-                       "spectral_norm": spectral_norm}
+                       "spectral_norm": spectral_norm, "condition": "coarse Lab"}
         norm = (lambda conv: nn.utils.parametrizations.spectral_norm(conv)) if spectral_norm else (lambda conv: conv)
         widths = [width * min(2**i, 8) for i in range(n_layers + 1)]        # C, 2C, 4C, ...
-        layers: list[nn.Module] = [norm(nn.Conv2d(1 + 2, widths[0], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+        # input: x (coarse Lab, 3 channels) and y (Lab, 3 channels)
+        layers: list[nn.Module] = [norm(nn.Conv2d(3 + 3, widths[0], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         for i in range(1, n_layers + 1):
             stride = 2 if i < n_layers else 1                               # the last of these keeps the size
             layers.append(norm(nn.Conv2d(widths[i - 1], widths[i], 4, stride=stride, padding=1)))
@@ -243,11 +247,17 @@ class PatchDiscriminator(nn.Module):
         return field
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 1 or y.dim() != 4 or y.shape[1] != 2 or x.shape[-2:] != y.shape[-2:] \
+        if x.dim() != 4 or x.shape[1] != 3 or y.dim() != 4 or y.shape[1] != 3 or x.shape[-2:] != y.shape[-2:] \
                 or x.shape[0] != y.shape[0]:
-            raise ValueError(f"PatchDiscriminator: x must be L (B, 1, H, W) and y ab (B, 2, H, W) of the same "
-                             f"B, H, W; got {tuple(x.shape)} and {tuple(y.shape)}")
-        z = torch.cat([x / 50.0 - 1.0, y / AB_SCALE], dim=1)                # (B, 3, H, W), Lab in ~[-1, 1]
+            raise ValueError(f"PatchDiscriminator: x (the coarse image) and y (the color image) must both be Lab "
+                             f"(B, 3, H, W) of the same B, H, W; got {tuple(x.shape)} and {tuple(y.shape)}")
+        smallest = 3 * 2 ** self.config["n_layers"]       # n stride-2 layers, then two 4x4 stride-1 ones
+        if min(x.shape[-2:]) < smallest:
+            raise ValueError(f"PatchDiscriminator with n_layers={self.config['n_layers']} needs images of at least "
+                             f"{smallest} x {smallest} px, got {tuple(x.shape[-2:])}")
+        scale = x.new_tensor([50.0, AB_SCALE, AB_SCALE]).view(1, 3, 1, 1)
+        shift = x.new_tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+        z = torch.cat([x / scale - shift, y / scale - shift], dim=1)        # (B, 6, H, W), Lab in ~[-1, 1]
         return self.net(z)                                                  # (B, 1, H/2^n - 2, W/2^n - 2)
 
 
@@ -264,19 +274,21 @@ def make_upgrade_step(lambda_r: float = LAMBDA_R):
         coarse_size = getattr(ctx.unwrapped["generator"], "coarse_size", 64)
         L, ab = batch["L"], batch["ab"]                                     # (B, 1, H, W), (B, 2, H, W)
         with torch.no_grad():
-            coarse = coarse_from_rgb(batch["rgb"], coarse_size)             # X_LQ: (B, 3, 64, 64)
+            coarse = coarse_from_rgb(batch["rgb"], coarse_size)             # X_LQ: (B, 3, 64, 64) RGB
+            x = ctx.unwrapped["generator"].coarse_lab(coarse, tuple(L.shape[-2:]))   # x ~ X_LQ as Lab: (B, 3, H, W)
         fake = G(L, coarse_rgb=coarse)                                      # G(x): (B, 2, H, W)
+        y_real, y_fake = torch.cat([L, ab], dim=1), torch.cat([L, fake], dim=1)    # Lab (B, 3, H, W) each
 
         # D: max log D(x, y) + log(1 - D(x, G(x)))   (eq. 9), as minimising the two cross-entropies;
         # fake is detached, so this update's gradient never reaches G
         # -log sigmoid(D(x, y)) and -log(1 - sigmoid(D(x, G(x)))), on logits (B, 1, H', W') each
-        loss_d_real, loss_d_fake = critic_loss(D(L, ab), D(L, fake.detach()))
+        loss_d_real, loss_d_fake = critic_loss(D(x, y_real), D(x, y_fake.detach()))
         loss_d = loss_d_real + loss_d_fake
         ctx.update("discriminator", loss_d, name="loss_d")
 
         # G: L_GAN + lambda_r MSE   (eq. 10), non-saturating L_GAN = -log D(x, G(x)), through the updated D;
         # D's weights get gradients here too, but only the generator's optimizer steps
-        loss_g_gan = generator_adversarial_loss(D(L, fake))
+        loss_g_gan = generator_adversarial_loss(D(x, y_fake))
         loss_mse = F.mse_loss(fake / AB_SCALE, ab / AB_SCALE)               # on ab / 110: see the module docstring
         loss_g = loss_g_gan + lambda_r * loss_mse
         ctx.update("generator", loss_g, name="loss_g")
