@@ -314,6 +314,19 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
 _CHECKPOINT_KEYS = ("format", "step", "models", "ema", "optimizers", "schedulers", "train_config", "rng")
 
 
+def save_model(model: nn.Module, path: str | os.PathLike, *, name: str = "model", step: int = 0,
+               train_config: Mapping[str, Any] | None = None) -> Path:
+    """Write one model (its `config` and weights, on the CPU) as a checkpoint that `colorkit.load` reads,
+    with no optimizer or RNG state to resume from: a snapshot, or a model assembled from trained parts."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError(f"save_model: {type(model).__name__} has no config dict (build it with colorkit.models.build)")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save_checkpoint({"format": CHECKPOINT_FORMAT, "step": step, "models": {name: {"config": config, "state": state}},
+                            "ema": {}, "optimizers": {}, "schedulers": {}, "train_config": dict(train_config or {}),
+                            "rng": {}}, path)
+
+
 def _torch_load_reason(err: Exception) -> str:
     """What torch.load's error says about the file itself, without its advice on loading it unsafely."""
     text = str(err)

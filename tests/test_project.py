@@ -139,6 +139,23 @@ def test_cli_colorizes_with_a_checkpoint_the_course_run_left(smoke_course_run, t
     assert Image.open(target).size == (70, 50)
 
 
+def test_every_checkpoint_in_the_results_table_colorizes_through_load_and_colorize(smoke_course_run):
+    """How others evaluate the course's models: colorkit.load(row["checkpoint"]) then colorkit.colorize
+    on an image of any size, for every row of results.json (a model that needs another model's output,
+    like Sun et al.'s upgrader, is listed as the pipeline that holds both)."""
+    import numpy as np
+
+    import colorkit
+
+    out, _ = smoke_course_run
+    image = (np.random.default_rng(0).random((45, 61, 3)) * 255).astype(np.uint8)
+    for row in json.loads((out / "results.json").read_text()):
+        model = colorkit.load(row["checkpoint"])
+        colorized = colorkit.colorize(model, image)
+        assert colorized.shape == (45, 61, 3) and colorized.dtype == np.uint8, row["checkpoint"]
+    assert any(row["model"] == "sun2023_pipeline" for row in json.loads((out / "results.json").read_text()))
+
+
 def test_every_notebook_runs_a_second_time_into_the_same_folder(smoke_course_run):
     """A student who runs a notebook again (or `./course.sh test` after `./course.sh run`): every
     training resumes its finished checkpoint, and the notebook reports what it reported the first time."""

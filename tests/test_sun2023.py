@@ -268,3 +268,27 @@ def test_sampling_benchmark_quick_runs():
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "cached sampling" in done.stdout and "naive sampling" in done.stdout and "speed-up" in done.stdout
+
+
+def test_the_models_coloring_is_its_decoder_by_default_with_the_parallel_head_as_a_named_option():
+    """forward (so colorize and evaluate) decodes as the config says: "greedy" is the autoregressive
+    decoder at temperature 0, "sample" a seeded draw at `temperature`, "parallel" the auxiliary head."""
+    config = {"name": "sun2023", "dim": 8, "heads": 2, "image_size": 8}
+    greedy = randomized(models.build(config)).eval()
+    assert greedy.config["decode"] == "greedy"
+    L = torch.rand(2, 1, 8, 8) * 100
+    with torch.no_grad():
+        assert torch.equal(greedy.colors(L), greedy.sample(L, temperature=0.0))
+        drawn = randomized(models.build({**config, "decode": "sample", "temperature": 0.7, "sample_seed": 3})).eval()
+        assert torch.equal(drawn.colors(L), drawn.sample(L, temperature=0.7, generator=torch.Generator().manual_seed(3)))
+        assert torch.equal(drawn.colors(L), drawn.colors(L))                    # one call, one fixed coloring
+        state = torch.get_rng_state()
+        greedy(L)
+        assert torch.equal(torch.get_rng_state(), state)                      # coloring draws nothing from the global RNG
+        fast = randomized(models.build({**config, "decode": "parallel"})).eval()
+        assert torch.equal(fast.colors(L), fast.predict_parallel(L))
+        assert not torch.equal(greedy.colors(L), greedy.predict_parallel(L))    # two different colorings
+        expected = colorkit.color.rgb_to_lab(colorkit.color.palette_to_rgb(greedy.colors(L)))[:, 1:]
+        torch.testing.assert_close(greedy(L), expected)
+    with pytest.raises(ValueError, match="decode must be one of"):
+        models.build({**config, "decode": "beam"})

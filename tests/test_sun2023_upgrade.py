@@ -3,6 +3,7 @@ the two-optimizer step (eq. 9-10) through the engine, and a short ToyWorld run t
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -237,3 +238,35 @@ def test_training_models_builds_the_discriminator_the_config_asks_for():
     D = G.training_models()["discriminator"]
     assert D.config == {"name": "sun2023_patch_discriminator", "width": 8, "n_layers": 3, "spectral_norm": False,
                         "condition": "coarse Lab"}
+
+
+def test_the_pipeline_checkpoint_colorizes_any_image_with_both_steps_and_needs_no_other_file(tmp_path):
+    """Sun et al.'s method as one model: save_pipeline writes both trained networks into one checkpoint;
+    colorkit.load and colorkit.colorize run step 1 (the decoder, at 64 x 64 after area resizing) then
+    step 2 at the image's own size, and the result equals the two steps run by hand."""
+    import torch.nn.functional as F
+
+    from colorkit.color import palette_to_rgb
+    from colorkit.models.sun2023_upgrade import SunPipeline, save_pipeline
+
+    torch.manual_seed(0)
+    coarse = models.build({"name": "sun2023", "dim": 8, "heads": 2, "image_size": 16}).eval()
+    for p in coarse.parameters():
+        p.data.normal_(0, 0.3)
+    upgrader = small_upgrader(image_size=32, coarse_size=16).eval()
+    for p in upgrader.head.parameters():
+        p.data.normal_(0, 0.02)
+    path = save_pipeline(tmp_path / "pipeline.pt", coarse, upgrader)
+    pipeline = colorkit.load(path)
+    assert isinstance(pipeline, SunPipeline) and pipeline.image_size == 32
+    assert pipeline.config["coarse"] == coarse.config and pipeline.config["upgrader"] == upgrader.config
+    L = torch.rand(2, 1, 40, 56) * 100
+    with torch.no_grad():
+        by_hand = upgrader.upgrade(L, palette_to_rgb(coarse.sample(F.interpolate(L, size=(16, 16), mode="area"),
+                                                                   temperature=0.0)))
+        torch.testing.assert_close(pipeline(L), by_hand)
+    image = (np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8)
+    out = colorkit.colorize(pipeline, image)
+    assert out.shape == (37, 53, 3) and out.dtype == np.uint8
+    with pytest.raises(ValueError, match="sun2023 config"):
+        models.build({"name": "sun2023_pipeline", "coarse": upgrader.config, "upgrader": upgrader.config})

@@ -383,14 +383,10 @@ class SnapshotValidator:
         """Save `generator` as the snapshot of `step` and return its validation metrics."""
         from colorkit import metrics
         from colorkit.evaluate import colorize_batch
-        from colorkit.train import CHECKPOINT_FORMAT, save_checkpoint
+        from colorkit.train import save_model
 
         pred = colorize_batch(generator, self.rgb, batch_size=self.batch_size)    # (N, 3, H, W) on the CPU
-        save_checkpoint({"format": CHECKPOINT_FORMAT, "step": step,
-                         "models": {"generator": {"config": generator.config,
-                                                  "state": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}},
-                         "ema": {}, "optimizers": {}, "schedulers": {}, "train_config": dict(train_config or {}), "rng": {}},
-                        self.path(step))
+        save_model(generator, self.path(step), name="generator", step=step, train_config=train_config)
         return {"psnr": metrics.psnr(pred, self.rgb), "ssim": metrics.ssim(pred, self.rgb),
                 "colorfulness": metrics.colorfulness(pred)}
 

@@ -34,11 +34,14 @@ Design choices the paper leaves open (ours, said once here):
   L reach the output at full resolution.
 
 `colorkit.colorize(upgrader, image)` does not work on its own: the upgrader needs the coarse color
-from step 1. Call `upgrader(L, coarse_rgb=...)` or `upgrader.upgrade(L, coarse_rgb)`.
+from step 1. Sun et al.'s method is the two steps together: `SunPipeline` ("sun2023_pipeline")
+holds both networks, and `save_pipeline(path, coarse, upgrader)` writes it as one self-contained
+checkpoint that `colorkit.load`, `colorkit.colorize` and the command line use at any image size.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,7 +52,8 @@ from colorkit.color import lab_to_rgb, palette_to_rgb, rgb_to_lab, rgb_to_palett
 from colorkit.losses import critic_loss, generator_adversarial_loss
 from colorkit.models import Colorizer, pad_to_multiple, register
 
-__all__ = ["SunUpgrader", "PatchDiscriminator", "coarse_from_rgb", "upgrade_step", "make_upgrade_step",
+__all__ = ["SunUpgrader", "PatchDiscriminator", "SunPipeline", "save_pipeline", "coarse_from_rgb", "upgrade_step",
+           "make_upgrade_step",
            "upgrade_metrics", "UPGRADE_OPTIMIZERS", "AB_SCALE", "LAMBDA_R"]
 
 AB_SCALE = 110.0      # ab = tanh(.) * AB_SCALE, as the baseline: covers the sRGB gamut (|a|, |b| < 110)
@@ -198,9 +202,69 @@ class SunUpgrader(Colorizer):
             raise ValueError("sun2023_upgrader takes no hints")
         if coarse_rgb is None:
             raise ValueError("sun2023_upgrader needs the coarse color: call upgrader(L, coarse_rgb=...) with the "
-                             "64x64 palette RGB of step 1 (e.g. palette_to_rgb of a sun2023 sample); "
-                             "colorkit.colorize cannot use it on its own")
+                             "64x64 palette RGB of step 1 (e.g. palette_to_rgb of a sun2023 sample); for "
+                             "colorkit.colorize use both steps: sun2023_upgrade.save_pipeline(path, coarse, upgrader)")
         return self.upgrade(L, coarse_rgb)
+
+
+# ---------------------------------------------------------------------------------------------
+# Both steps as one model
+# ---------------------------------------------------------------------------------------------
+
+@register("sun2023_pipeline")
+class SunPipeline(Colorizer):
+    """Sun et al.'s colorization, step 1 then step 2: L (B, 1, H, W) -> ab (B, 2, H, W) at any H, W.
+
+        L at 64 x 64 (area) -> step 1, the coarse colorizer: palette colors by its `decode`
+        (the autoregressive decoder by default; see colorkit.models.sun2023) -> coarse RGB (B, 3, 64, 64)
+        -> step 2, the upgrader, with the full-resolution L -> ab (B, 2, H, W)
+
+    `coarse` and `upgrader` are the two models' configs (`.config`); `image_size` (what
+    `colorkit.colorize` resizes to) is the upgrader's. Not trained as one: build it from the two
+    trained models with `from_parts`, or save it with `save_pipeline`.
+    """
+
+    def __init__(self, coarse: dict[str, Any], upgrader: dict[str, Any]):
+        super().__init__()
+        from colorkit.models import build
+
+        if not isinstance(coarse, dict) or coarse.get("name") != "sun2023":
+            raise ValueError(f"sun2023_pipeline: coarse must be a sun2023 config, got {coarse!r:.120}")
+        if not isinstance(upgrader, dict) or upgrader.get("name") != "sun2023_upgrader":
+            raise ValueError(f"sun2023_pipeline: upgrader must be a sun2023_upgrader config, got {upgrader!r:.120}")
+        self.coarse, self.upgrader = build(coarse), build(upgrader)
+        self.image_size = self.upgrader.image_size
+
+    @classmethod
+    def from_parts(cls, coarse: Colorizer, upgrader: SunUpgrader) -> SunPipeline:
+        """The pipeline of two trained models (their weights copied; both stay usable on their own)."""
+        from colorkit.models import build
+
+        pipeline = build({"name": "sun2023_pipeline", "coarse": coarse.config, "upgrader": upgrader.config})
+        pipeline.coarse.load_state_dict(coarse.state_dict())
+        pipeline.upgrader.load_state_dict(upgrader.state_dict())
+        return pipeline.to(next(coarse.parameters()).device).eval()
+
+    def coarse_colors(self, L: Tensor) -> Tensor:
+        """Step 1 on the full-resolution L (B, 1, H, W): the coarse image as RGB (B, 3, 64, 64)."""
+        size = self.coarse.image_size
+        L_small = F.interpolate(L.float(), size=(size, size), mode="area")             # (B, 1, 64, 64)
+        return palette_to_rgb(self.coarse.colors(L_small))                             # (B, 3, 64, 64)
+
+    def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None) -> Tensor:
+        if hint_ab is not None or hint_mask is not None:
+            raise ValueError("sun2023_pipeline takes no hints")
+        if not isinstance(L, Tensor) or L.dim() != 4 or L.shape[1] != 1:
+            raise ValueError(f"sun2023_pipeline: L must be shaped (B, 1, H, W), got "
+                             f"{tuple(L.shape) if isinstance(L, Tensor) else type(L).__name__}")
+        return self.upgrader.upgrade(L, self.coarse_colors(L))                        # (B, 2, H, W)
+
+
+def save_pipeline(path: str | Path, coarse: Colorizer, upgrader: SunUpgrader) -> Path:
+    """Write both trained networks as one self-contained checkpoint (no path to another file)."""
+    from colorkit.train import save_model
+
+    return save_model(SunPipeline.from_parts(coarse, upgrader), path)
 
 
 # ---------------------------------------------------------------------------------------------
