@@ -171,9 +171,14 @@ def feature_network(source: str | os.PathLike | None = None, *, seed: int = 0, w
 
 
 class FeatureLoss(nn.Module):
-    """Pixel L1 plus weighted L1 distances between feature maps of a frozen network (Johnson et al.).
+    """Pixel L1 plus weighted distances between feature maps of a frozen network (Johnson et al. 2016).
 
-        L = w_pixel * mean |y_hat - y|  +  sum_l w_l * mean |phi_l(y_hat) - phi_l(y)|
+        L = w_pixel * mean |y_hat - y|  +  sum_l w_l * d(phi_l(y_hat), phi_l(y))
+
+    d = Johnson et al.'s feature reconstruction loss (their eq. 2), the squared Euclidean distance
+    divided by the map's size C_l H_l W_l, i.e. mean (phi_l(y_hat) - phi_l(y))^2 (`distance="l2"`,
+    the default), or mean |.| (`distance="l1"`, DeOldify's choice). The pixel term is ours (Johnson's
+    loss has none): it anchors the colors themselves; `pixel_weight=0` leaves Johnson's loss alone.
 
     `forward(pred_rgb, target_rgb, pixel_pred=None, pixel_target=None)`: the feature terms use the
     RGB images; the pixel term uses `pixel_pred` / `pixel_target` when given (e.g. ab / 110, the
@@ -182,9 +187,11 @@ class FeatureLoss(nn.Module):
     """
 
     def __init__(self, network: nn.Module, layer_weights: Sequence[float] | None = None,
-                 pixel_weight: float = 1.0):
+                 pixel_weight: float = 1.0, distance: str = "l2"):
         super().__init__()
-        self.network = network
+        if distance not in ("l2", "l1"):
+            raise ValueError(f"FeatureLoss: distance must be 'l2' (Johnson et al.) or 'l1', got {distance!r}")
+        self.network, self.distance = network, distance
         weights = [1.0] * len(network.layers) if layer_weights is None else [float(w) for w in layer_weights]
         if len(weights) != len(network.layers):
             raise ValueError(f"FeatureLoss: {len(weights)} layer weights for {len(network.layers)} layers")
@@ -205,7 +212,8 @@ class FeatureLoss(nn.Module):
         with torch.no_grad():
             target_feats = self.network(target_rgb)
         pred_feats = self.network(pred_rgb)               # gradients flow to pred_rgb, not into phi
-        feature = sum(w * F.l1_loss(p, t) for w, p, t in zip(self.layer_weights, pred_feats, target_feats))
+        d = F.mse_loss if self.distance == "l2" else F.l1_loss            # mean over B, C_l, H_l, W_l
+        feature = sum(w * d(p, t) for w, p, t in zip(self.layer_weights, pred_feats, target_feats))
         return self.pixel_weight * pixel + feature, {"pixel": pixel.detach(), "feature": feature.detach()}
 
 

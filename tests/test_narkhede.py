@@ -255,6 +255,25 @@ def test_choose_snapshot_keeps_half_the_gain_over_gray_then_matches_colorfulness
 
 # --- losses ----------------------------------------------------------------------------------------
 
+def test_feature_loss_is_johnsons_squared_distance_per_map_size_beside_the_pixel_term():
+    """Johnson et al.'s eq. 2, ||phi(y_hat) - phi(y)||_2^2 / (C H W) per layer, computed naively here."""
+    network = feature_network()
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    a, b = torch.randn(2, 2, 32, 32), torch.randn(2, 2, 32, 32)
+    loss, parts = FeatureLoss(network, layer_weights=[1.0, 0.5, 2.0])(pred, target, a, b)
+    with torch.no_grad():
+        maps = list(zip(network(pred), network(target)))
+    naive = sum(w * ((p - t) ** 2).sum() / p[0].numel() / len(p) for w, (p, t) in zip([1.0, 0.5, 2.0], maps))
+    torch.testing.assert_close(parts["feature"], naive)
+    torch.testing.assert_close(parts["pixel"], (a - b).abs().mean())
+    torch.testing.assert_close(loss, parts["pixel"] + parts["feature"])
+    l1 = FeatureLoss(network, distance="l1", pixel_weight=0.0)(pred, target)[1]["feature"]
+    torch.testing.assert_close(l1, sum((p - t).abs().mean() for p, t in maps))
+    with pytest.raises(ValueError, match="distance must be"):
+        FeatureLoss(network, distance="cosine")
+
+
 def test_feature_loss_is_zero_for_identical_images_and_never_trains_its_network():
     loss_fn = FeatureLoss(feature_network())
     assert loss_fn.name.startswith("efficientnet-lite0 features")     # the pretrained network by default

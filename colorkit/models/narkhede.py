@@ -11,7 +11,8 @@
 Training (sec. 2.2), four phases, each a `colorkit.train.Trainer` run of `phase(...)`:
 
     1. "generator": pretrain G alone with a perceptual / feature loss (Johnson et al. 2016):
-       pixel L1 on ab plus feature distances of a frozen network (colorkit.losses.FeatureLoss)
+       squared distances of a frozen network's feature maps (Johnson's eq. 2), plus a pixel L1 on ab
+       (ours) (colorkit.losses.FeatureLoss)
     2. "critic":    pretrain D alone as a binary classifier, real images vs G's (G frozen)
     3. "gan":       both, with the two time-scale update rule (Heusel et al. 2017): D's learning
        rate `ttur` times G's, Adam betas (0, 0.9) as in SAGAN; G's loss is the feature loss plus
@@ -235,7 +236,7 @@ def _feature_loss(ctx, feature_loss: FeatureLoss | None) -> FeatureLoss:
 
 
 def _generator_loss_parts(feature_loss: FeatureLoss, L: Tensor, ab_pred: Tensor, batch) -> tuple[Tensor, dict]:
-    """Perceptual loss of a prediction: L1 on ab / 110 + feature distances of the RGB images."""
+    """Perceptual loss of a prediction: L1 on ab / 110 + squared feature distances of the RGB images."""
     pred_rgb = lab_to_rgb(torch.cat([L, ab_pred.float()], dim=1))             # (B, 3, H, W), differentiable
     return feature_loss(pred_rgb, batch["rgb"].float(), ab_pred.float() / AB_SCALE, batch["ab"] / AB_SCALE)
 
