@@ -4,13 +4,16 @@
 
 `model` is a config for `colorkit.models.build`, `train` the fields of `colorkit.train.TrainConfig`,
 `data` the image size and how many training (None: all) and validation images. `full` holds the paper's own settings with
-the section they come from; where a paper is silent, the comment says the value is ours.
+the section they come from; where a paper is silent, the value is ours. PAPER lists what each paper
+states and OURS every other value of a `full` preset that changes the result, with the reason;
+`preset(model, "full")` returns both ("paper", "ours"), `settings(cfg)` prints them, and
+tests/test_presets.py holds the presets to them.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Mapping
 
 from colorkit.runs import PRESETS as PRESET_NAMES
 
@@ -43,7 +46,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "model": {"name": "baseline", "width": 64, "depth": 3, "image_size": 256, "features": "efficientnet-lite0",
                       "feature_size": 224},
             "train": {"steps": 100_000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 1000,
-                      "schedule": "cosine", "ema_decay": 0.999, "val_every": 5000, "ckpt_every": 2000,
+                      "grad_clip": None, "schedule": "cosine", "ema_decay": 0.999, "val_every": 5000, "ckpt_every": 2000,
                       "log_every": 100, "num_workers": 8},
             "data": {"size": 256, "train_images": None, "val_images": 1000},   # None: the whole training split
         },
@@ -66,8 +69,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # sizes: ColTran's (Kumar et al. 2021: 512 channels, 4 heads, 4 encoder, 2 outer, 2 inner layers).
         "full": {
             "model": {"name": "sun2023", "dim": 512, "heads": 4, "encoder_depth": 4, "outer_depth": 2, "inner_depth": 2,
-                      "mlp_ratio": 2, "image_size": 64},
+                      "mlp_ratio": 1, "image_size": 64},
             "train": {"steps": 1_600_000, "batch_size": 4, "lr": 3e-4, "optimizer": "rmsprop", "ema_decay": 0.999,
+                      "schedule": "constant", "grad_clip": None,
                       "val_every": 10_000, "ckpt_every": 5_000, "log_every": 200, "num_workers": 4},
             "data": {"size": 64, "train_images": None, "val_images": 1000},
         },
@@ -92,7 +96,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "model": {"name": "sun2023_upgrader", "width": 64, "n_down": 3, "n_res": 6, "image_size": 512, "coarse_size": 64,
                       "disc_layers": 4},
             "train": {"steps": 2_600_000, "batch_size": 1, "lr": 2e-4, "betas": (0.0, 0.9), "optimizer": "adam",
-                      "val_every": 20_000, "ckpt_every": 5_000, "log_every": 500, "num_workers": 4},
+                      "schedule": "constant", "grad_clip": None, "val_every": 20_000, "ckpt_every": 5_000, "log_every": 500, "num_workers": 4},
             "data": {"size": 512, "train_images": None, "val_images": 1000},
         },
     },
@@ -126,7 +130,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "model": {"name": "narkhede", "width": 64, "depth": 4, "attention_scale": 8, "image_size": 256,
                       "critic_width": 64, "critic_layers": 4, "critic_attention_scale": 8},
             "train": {"steps": 40_000, "batch_size": 32, "lr": 2e-4, "optimizer": "adam", "warmup_steps": 500,
-                      "schedule": "cosine", "val_every": 5000, "ckpt_every": 2000, "log_every": 100, "num_workers": 8},
+                      "grad_clip": None, "schedule": "cosine", "val_every": 5000, "ckpt_every": 2000, "log_every": 100, "num_workers": 8},
             "data": {"size": 256, "train_images": None, "val_images": 1000},
             "phases": {"critic": {"steps": 2000, "warmup_steps": 0, "schedule": "constant", "val_every": 0},
                        "gan": {"steps": 10_000, "warmup_steps": 0, "schedule": "constant", "val_every": 500,
@@ -168,7 +172,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "model": {"name": "lakhani", "width": 64, "image_size": 256, "classifier_width": 32,
                       "global_input_size": 224},
             "train": {"steps": 100_000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 1000,
-                      "schedule": "cosine", "ema_decay": 0.999, "val_every": 5000, "ckpt_every": 2000,
+                      "grad_clip": None, "schedule": "cosine", "ema_decay": 0.999, "val_every": 5000, "ckpt_every": 2000,
                       "log_every": 100, "num_workers": 8},
             "data": {"size": 256, "train_images": None, "val_images": 1000},   # None: the whole training split
             "classifier": {"steps": 5000, "batch_size": 64, "lr": 1e-3},
@@ -199,7 +203,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "full": {
             "model": {"name": "jiang", "width": 64, "image_size": 256, "attention": "smsa"},
             "train": {"steps": 40_000, "batch_size": 16, "lr": 1e-5, "betas": (0.9, 0.999), "optimizer": "adam",
-                      "schedule": "constant", "val_every": 2000, "ckpt_every": 2000, "log_every": 100, "num_workers": 8},
+                      "grad_clip": None, "schedule": "constant", "val_every": 2000, "ckpt_every": 2000, "log_every": 100, "num_workers": 8},
             "data": {"size": 256, "train_images": None, "val_images": 1000},
             "loss": {"alpha": 1.0, "hint_patch": 3},
         },
@@ -230,7 +234,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "full": {
             "model": {"name": "li", "arch": "T", "image_size": 224, "window": 7},
             "train": {"steps": 100_000, "batch_size": 64, "lr": 5e-4, "optimizer": "adamw", "weight_decay": 0.05,
-                      "warmup_steps": 2000, "schedule": "cosine", "val_every": 5000, "ckpt_every": 5000,
+                      "warmup_steps": 2000, "grad_clip": None, "schedule": "cosine", "val_every": 5000, "ckpt_every": 5000,
                       "log_every": 100, "num_workers": 8},
             "data": {"size": 224, "train_images": None, "val_images": 1000},
             "loss": {"hints": 10, "hint_patch": 2, "delta": 1.0},
@@ -239,9 +243,152 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# The `full` presets against the papers: what each paper states, and what we chose where it is silent
+# ---------------------------------------------------------------------------------------------
+
+# Training fields that change what a run learns; the engine's defaults fill those a preset leaves
+# out, so a `full` preset's value of each is the paper's (PAPER) or ours (OURS), never silent.
+RESULT_TRAIN_FIELDS = ("steps", "batch_size", "lr", "optimizer", "betas", "weight_decay", "warmup_steps", "schedule",
+                       "min_lr_ratio", "grad_clip", "ema_decay", "amp")
+# operational fields: when to log, validate and save, how to load data; they do not change the weights
+OPERATIONAL_FIELDS = ("val_every", "ckpt_every", "log_every", "num_workers", "device", "seed", "pin_memory")
+
+# What each paper states (field: value); tests/test_presets.py checks every `full` preset against it.
+# No paper clips gradients, so grad_clip None is each paper's setting.
+PAPER: dict[str, dict[str, Any]] = {
+    "baseline": {"source": "no paper's network: trained as Lakhani sec. 3.1, 4.1-4.2 trains hers",
+                 "values": {"data.size": 256, "model.image_size": 256, "train.optimizer": "adam", "train.lr": 1e-3,
+                            "train.grad_clip": None}},
+    "sun2023": {"source": "Sun et al. sec. II.E, III (batch 4, RMSProp at one learning rate 3e-4, 1.6e6 iterations, "
+                          "64 x 64, lambda_c = 0.99)",
+                "values": {"data.size": 64, "model.image_size": 64, "model.decoder_weight": 0.99, "train.batch_size": 4,
+                           "train.optimizer": "rmsprop", "train.lr": 3e-4, "train.steps": 1_600_000,
+                           "train.schedule": "constant", "train.warmup_steps": 0, "train.grad_clip": None}},
+    "sun2023_upgrader": {"source": "Sun et al. sec. III (batch 1, Adam betas (0, 0.9) at 2e-4, 2.6e6 iterations, 512 x 512 "
+                                   "from 64 x 64 coarse colors)",
+                         "values": {"data.size": 512, "model.image_size": 512, "model.coarse_size": 64,
+                                    "train.batch_size": 1, "train.optimizer": "adam", "train.betas": (0.0, 0.9),
+                                    "train.lr": 2e-4, "train.steps": 2_600_000, "train.schedule": "constant",
+                                    "train.warmup_steps": 0, "train.grad_clip": None}},
+    "narkhede": {"source": "Narkhede et al. sec. 3 (Adam, initial learning rate 2e-4 for G and D)",
+                 "values": {"train.optimizer": "adam", "train.lr": 2e-4, "gan.lr": 2e-4, "model.spectral_norm": True,
+                            "train.grad_clip": None}},
+    "lakhani": {"source": "Lakhani sec. 3.1, 3.2, 4.1 (256 x 256 L, the global network at 224 x 224, Adam at 1e-3)",
+                "values": {"data.size": 256, "model.image_size": 256, "model.global_input_size": 224,
+                           "model.fusion": True, "model.coords": True, "train.optimizer": "adam", "train.lr": 1e-3,
+                           "train.grad_clip": None}},
+    "jiang": {"source": "Jiang et al. sec. 2.3, 3.2 (256 x 256, Adam betas (0.9, 0.999) at 1e-5, 40K iterations, "
+                        "alpha_1 = 1)",
+              "values": {"data.size": 256, "model.image_size": 256, "train.optimizer": "adam", "train.lr": 1e-5,
+                         "train.betas": (0.9, 0.999), "train.steps": 40_000, "train.schedule": "constant",
+                         "train.warmup_steps": 0, "loss.alpha": 1.0, "model.attention": "smsa", "train.grad_clip": None}},
+    "li": {"source": "Li et al. sec. 4.3 (224 x 224, patch 4, AdamW at 5e-4 with cosine annealing, 10 hints of 2 x 2; "
+                     "Swin-T's configuration for Ours-T)",
+           "values": {"data.size": 224, "model.image_size": 224, "model.arch": "T", "model.window": 7,
+                      "train.optimizer": "adamw", "train.lr": 5e-4, "train.schedule": "cosine", "loss.hints": 10,
+                      "loss.hint_patch": 2, "model.similarity": "brightness", "train.grad_clip": None}},
+}
+
+_BF16 = "bf16 autocast on CUDA: the course's choice for speed (the papers predate it or do not say)"
+_DATA = "the whole training split and 1000 validation images: ours (the papers name the dataset, not the count)"
+# What each `full` preset chooses where its paper is silent (field: why).
+OURS: dict[str, dict[str, str]] = {
+    "baseline": {"model.width": "ours", "model.depth": "ours", "model.features": "ours: the frozen ImageNet hypercolumn",
+                 "model.feature_layers": "ours", "model.feature_size": "ours: the network's ImageNet size",
+                 "model.fuse_width": "ours", "train.steps": "ours", "train.batch_size": "ours",
+                 "train.betas": "Adam's defaults", "train.weight_decay": "none", "train.warmup_steps": "ours",
+                 "train.schedule": "ours", "train.min_lr_ratio": "ours", "train.ema_decay": "ours", "train.amp": _BF16,
+                 "data.train_images": _DATA, "data.val_images": _DATA},
+    "sun2023": {"model.dim": "ColTran's (Kumar et al. 2021): Sun et al. give no layer sizes",
+                "model.heads": "ColTran's", "model.encoder_depth": "ColTran's", "model.outer_depth": "ColTran's",
+                "model.inner_depth": "ColTran's", "model.mlp_ratio": "ColTran's (ff_size 512 = hidden size 512)",
+                "model.relative_bias": "ours", "model.decode": "ours: the decoder, greedy",
+                "model.temperature": "ours", "model.sample_seed": "ours",
+                "train.betas": "unused by RMSProp", "train.weight_decay": "none",
+                "train.min_lr_ratio": "unused at a constant rate",
+                "train.ema_decay": "ColTran's Polyak averaging (0.999)", "train.amp": _BF16,
+                "data.train_images": _DATA, "data.val_images": _DATA},
+    "sun2023_upgrader": {"model.width": "ours: Fig. 5 gives no widths", "model.n_down": "ours", "model.n_res": "ours",
+                         "model.upsample": "ours", "model.residual": "ours: start from full L + coarse ab",
+                         "model.disc_width": "ours", "model.disc_layers": "ours: 142-px patches, a quarter of 512 px",
+                         "model.disc_spectral_norm": "ours (SAGAN's recipe with Adam betas (0, 0.9))",
+                         "train.weight_decay": "none", "train.min_lr_ratio": "unused at a constant rate",
+                         "train.ema_decay": "none", "train.amp": _BF16,
+                         "data.train_images": _DATA, "data.val_images": _DATA},
+    "narkhede": {"model.width": "ours", "model.depth": "ours", "model.attention_scale": "DeOldify's place (1/8)",
+                 "model.image_size": "ours", "model.critic_width": "ours", "model.critic_layers": "ours",
+                 "model.critic_attention_scale": "ours", "data.size": "ours: 256 (ImageNet-sized)",
+                 "train.steps": "ours", "train.batch_size": "ours", "train.betas": "Adam's defaults in phase 1",
+                 "train.weight_decay": "none", "train.warmup_steps": "ours", "train.schedule": "ours",
+                 "train.min_lr_ratio": "ours", "train.ema_decay": "none", "train.amp": _BF16,
+                 "phases.critic.steps": "ours", "phases.critic.warmup_steps": "ours", "phases.critic.schedule": "ours",
+                 "phases.critic.val_every": "ours", "phases.gan.steps": "ours: a short window, as the paper observes",
+                 "phases.gan.warmup_steps": "ours", "phases.gan.schedule": "ours",
+                 "phases.gan.val_every": "ours: how often a snapshot is taken and scored",
+                 "phases.gan.ckpt_every": "ours", "phases.gan.log_every": "ours",
+                 "gan.ttur": "ours: the critic at 4x the generator's rate (TTUR; the paper gives no ratio)",
+                 "gan.adv_weight": "ours", "gan.keep": "ours: the snapshot rule's share",
+                 "data.train_images": _DATA, "data.val_images": _DATA},
+    "lakhani": {"model.width": "Deep Koalarization's widths", "model.classifier_width": "ours (the stand-in only)",
+                "train.steps": "ours", "train.batch_size": "ours", "train.betas": "Adam's defaults",
+                "train.weight_decay": "none", "train.warmup_steps": "ours", "train.schedule": "ours",
+                "train.min_lr_ratio": "ours", "train.ema_decay": "ours", "train.amp": _BF16,
+                "classifier.steps": "ours (the stand-in only)", "classifier.batch_size": "ours (the stand-in only)",
+                "classifier.lr": "ours (the stand-in only)", "data.train_images": _DATA, "data.val_images": _DATA,
+                "model.attention": "ours: Luong's score (notebook 05 compares Bahdanau's)",
+                "model.attention_dim": "ours", "model.global_source": "ours: a network that ships offline",
+                "model.global_network": "ours: EfficientNet-Lite0 in place of Inception-ResNet-v2 (set a file for the paper's)",
+                "model.global_feature": "Deep Koalarization's: the 1000 logits", "model.global_classes": "unused (stand-in)",
+                "model.global_path": "unused unless global_source is torchscript", "model.global_dim": "the logits' size",
+                "model.global_cache": "off"},
+    "jiang": {"model.width": "Zhang et al.'s widths",
+              "train.batch_size": "ours", "train.weight_decay": "none", "train.min_lr_ratio": "unused at a constant rate",
+              "train.ema_decay": "none", "train.amp": _BF16, "loss.hint_patch": "ours (Zhang et al. use 1-9 px)",
+              "model.attention_after": "ours: which of Zhang et al.'s blocks get attention", "model.scales": "ours",
+              "data.train_images": _DATA, "data.val_images": _DATA},
+    "li": {"train.steps": "ours", "train.batch_size": "ours", "train.betas": "AdamW's defaults",
+           "train.weight_decay": "Swin's (0.05)", "train.warmup_steps": "Swin's practice", "train.min_lr_ratio": "ours",
+           "train.ema_decay": "none", "train.amp": _BF16, "loss.delta": "Huber's delta 1 (the paper's loss, delta not given)",
+           "model.embed_dim": "None: Swin-T's, which the paper follows for Ours-T", "model.depths": "None: Swin-T's",
+           "model.heads": "None: Swin-T's", "model.mlp_ratio": "Swin's (4)",
+           "model.merge_reduction": "ours: no 1x1 reduction in patch merging (Swin's has one; Table 3 ablates it)",
+           "model.stabilizer": "ours: a convolution (Table 3's Model 2)",
+           "data.train_images": _DATA, "data.val_images": _DATA},
+}
+
+
+def flat_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A preset's result-relevant values as {"section.field": value}: every training field of
+    RESULT_TRAIN_FIELDS (the engine's default where the preset leaves it out), every model and data
+    field, and the nested sections (loss, gan, phases, classifier), operational fields left out."""
+    from colorkit.train import TrainConfig
+
+    defaults = TrainConfig(steps=1, batch_size=1).to_dict()
+    out = {f"train.{k}": cfg["train"].get(k, defaults[k]) for k in RESULT_TRAIN_FIELDS}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif prefix.rsplit(".", 1)[-1] not in OPERATIONAL_FIELDS or prefix.startswith("phases."):
+            out[prefix] = value
+
+    from colorkit.models import resolved_config
+
+    for section, value in cfg.items():
+        if section not in ("train", "paper", "ours"):
+            walk(section, resolved_config(value) if section == "model" else value)
+    out.pop("model.name", None)
+    return out
+
+
 def preset(model: str, name: str, **train_overrides: Any) -> dict[str, Any]:
     """A deep copy of `model`'s preset `name`, with training fields overridden (e.g. steps=100).
 
+    A `full` preset also carries "paper" (the source and the values the paper states) and "ours"
+    (every other value that changes the result: field, value and why), so a notebook can print them
+    beside the config and every run's config.json stores them.
     An unknown model, preset or training field is an error that lists the valid ones.
     """
     if model not in PRESETS:
@@ -256,4 +403,21 @@ def preset(model: str, name: str, **train_overrides: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown training parameter(s) {unknown}; valid ones: {', '.join(sorted(valid))}")
     cfg["train"].update({k: v for k, v in train_overrides.items() if v is not None})
+    if name == "full":
+        values = flat_fields(cfg)
+        cfg["paper"] = copy.deepcopy(PAPER[model])
+        cfg["ours"] = [{"field": field, "value": values.get(field), "why": why} for field, why in OURS[model].items()]
     return cfg
+
+
+def settings(cfg: Mapping[str, Any]) -> str:
+    """What a notebook prints beside its config: for a `full` preset the paper's source, the values
+    it states and every value that is ours with the reason; for the others, one line saying they are not."""
+    if "ours" not in cfg:
+        return (f"{cfg['model']['name']}: a course-sized preset, not the paper's settings "
+                "(PRESET='full' lists the paper's values and ours)")
+    stated = ", ".join(f"{field} = {value!r}" for field, value in cfg["paper"]["values"].items())
+    lines = [f"{cfg['model']['name']}: the paper's settings ({cfg['paper']['source']}): {stated}",
+             "  ours, where the paper is silent:"]
+    lines += [f"    {row['field']} = {row['value']!r}: {row['why']}" for row in cfg["ours"]]
+    return "\n".join(lines)

@@ -63,6 +63,16 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The full config `build(config)` would keep (every constructor default filled in), without building."""
+    _import_model_files()
+    if not isinstance(config, dict) or config.get("name") not in _REGISTRY:
+        raise ValueError(f"unknown model config {config!r:.120}; registered models: {', '.join(sorted(_REGISTRY))}")
+    bound = inspect.signature(_REGISTRY[config["name"]]).bind(**{k: v for k, v in config.items() if k != "name"})
+    bound.apply_defaults()
+    return {"name": config["name"], **copy.deepcopy(dict(bound.arguments))}
+
+
 def build(config: dict[str, Any]) -> Colorizer:
     """Build a model from {"name": ..., **constructor arguments}; the model keeps the dict as `.config`."""
     _import_model_files()
