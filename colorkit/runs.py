@@ -141,8 +141,20 @@ def save_run(out_dir: str | os.PathLike, config: Mapping[str, Any], metrics: Map
     """
     folder = run_dir(out_dir)
     _write_json_atomic(folder / "config.json", config)
+    if trained_models:
+        trained_models = [{**record, **_paper_settings(config, record.get("model"))} for record in trained_models]
     _write_json_atomic(folder / "metrics.json", {**metrics, **({"trained_models": trained_models} if trained_models else {})})
     return folder
+
+
+def _paper_settings(config: Mapping[str, Any], model_name: str | None) -> dict[str, Any]:
+    """{"paper": ..., "ours": ...} of the `full` preset in `config` that configures `model_name`
+    (see colorkit.presets), so the results table stores them with the model; {} for other presets."""
+    for value in config.values():
+        if isinstance(value, Mapping) and "ours" in value and isinstance(value.get("model"), Mapping) \
+                and value["model"].get("name") == model_name:
+            return {"paper": value["paper"], "ours": value["ours"]}
+    return {}
 
 
 def trained_model_record(model: torch.nn.Module, *, checkpoint: str | os.PathLike, preset: str,

@@ -217,6 +217,19 @@ def test_save_run_writes_config_and_metrics(tmp_path):
     assert not list(folder.glob("*.tmp"))
 
 
+def test_a_full_run_stores_the_papers_settings_and_ours_with_each_trained_model(tmp_path):
+    from colorkit import presets
+
+    cfg = presets.preset("jiang", "full")
+    record = {"model": "jiang", "variant": "", "preset": "full", "val": {"psnr": 20.0}}
+    other = {"model": "baseline", "variant": "", "preset": "full", "val": {"psnr": 19.0}}
+    folder = runs.save_run(tmp_path / "r", {"PRESET": "full", "jiang": cfg}, {}, trained_models=[record, other])
+    stored = json.loads((folder / "metrics.json").read_text())["trained_models"]
+    assert stored[0]["paper"]["source"] == cfg["paper"]["source"]
+    assert [row["field"] for row in stored[0]["ours"]] == list(presets.OURS["jiang"])
+    assert "ours" not in stored[1]                           # no full preset for it in this run's config
+
+
 def test_seeded_runs_repeat():
     import torch
 
