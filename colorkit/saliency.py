@@ -6,9 +6,20 @@ Jiang et al. weigh the colors of the foreground more:
 
 where phi(.) is "the foreground object binary map generated from PFANet" (Zhao and Wu 2019, a
 trained salient object detector). PFANet's weights are not something this course can download,
-so the source of phi is pluggable (`saliency_source`):
+so the source of phi is pluggable (`saliency_source`). phi must read color: the salient loss
+compares phi of the prediction with phi of the truth, which share their lightness exactly, so a
+detector of L alone gives phi(x) = phi(y) and eq. 6 loses its object-level meaning.
 
-- path=None: the spectral residual of Hou and Zhang (2007), "Saliency detection: a spectral
+- path=None, method="frequency-tuned" (the default): Achanta et al. (2009), "Frequency-tuned
+  salient region detection", a classical, training-free detector of color contrast:
+
+      S(x) = || I_mu - I_g(x) ||_2                                      (I in Lab, I_mu its mean over the
+                                                                          image, I_g a Gaussian-blurred copy)
+      O(x) = 1 if S(x) > 2 mean(S) else 0                               (object map: Achanta's threshold)
+
+  A region whose color differs from the image's average color stands out; a gray prediction of a
+  red object on green grass has no such region, its truth does.
+- path=None, method="spectral-residual": Hou and Zhang (2007), "Saliency detection: a spectral
   residual approach", a classical, training-free detector computed here in torch:
 
       A(f) = log |FFT(I)(f)|,  P(f) = angle FFT(I)(f)                  (log amplitude and phase)
@@ -44,11 +55,17 @@ __all__ = [
     "SaliencySource",
     "saliency_source",
     "SPECTRAL_RESIDUAL_NAME",
+    "FREQUENCY_TUNED_NAME",
     "FOREGROUND_FACTOR",
+    "FT_FOREGROUND_FACTOR",
+    "frequency_tuned_saliency",
 ]
 
-SPECTRAL_RESIDUAL_NAME = "spectral residual (Hou & Zhang 2007), classical stand-in for PFANet"
+SPECTRAL_RESIDUAL_NAME = "spectral residual (Hou & Zhang 2007), classical stand-in for PFANet (reads lightness only)"
+FREQUENCY_TUNED_NAME = "frequency-tuned saliency (Achanta et al. 2009) in Lab, classical stand-in for PFANet"
 FOREGROUND_FACTOR = 3.0   # Hou & Zhang: an object is where the saliency exceeds 3x its image mean
+FT_FOREGROUND_FACTOR = 2.0   # Achanta et al.: the adaptive threshold, 2x the image's mean saliency
+METHODS = ("frequency-tuned", "spectral-residual")
 MODEL_OUTPUTS = ("auto", "logits", "probabilities")
 
 
@@ -127,16 +144,47 @@ def spectral_residual_saliency(image: Tensor, *, size: int = 64, blur_sigma: flo
 
 
 @torch.no_grad()
-def foreground_map(saliency: Tensor, *, threshold: float | None = None) -> Tensor:
+def frequency_tuned_saliency(image: Tensor, *, size: int = 64, blur_sigma: float = 1.0) -> Tensor:
+    """Achanta et al.'s frequency-tuned saliency of sRGB image (B, 3, H, W) in [0, 1] -> (B, 1, H, W) in [0, 1].
+
+    The image is resized so that its longer side is `size` pixels (bilinear, antialiased), converted
+    to Lab, blurred by a Gaussian of `blur_sigma` pixels (Achanta's 5 x 5 binomial is about sigma 1),
+    and S(x) = || mean Lab of the image - blurred Lab(x) ||; the map comes back at (H, W), normalised
+    per image to min 0, max 1 (a single-color image gives zeros). No gradient.
+    """
+    _check_image(image, "frequency_tuned_saliency", (3,))
+    if not (isinstance(size, int) and size >= 1):
+        raise ValueError(f"frequency_tuned_saliency: size must be an int >= 1, got {size!r}")
+    dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    h, w = image.shape[-2:]
+    scale = size / max(h, w)
+    small_hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = F.interpolate(image.to(dtype).clamp(0, 1), size=small_hw, mode="bilinear", align_corners=False,
+                          antialias=scale < 1)                              # (B, 3, h', w')
+    lab = rgb_to_lab(small)                                                  # (B, 3, h', w')
+    mean = lab.mean(dim=(2, 3), keepdim=True)                                # I_mu: (B, 3, 1, 1)
+    # blur each channel, repeating the border (zeros outside would make every border look salient)
+    b, _, hs, ws = lab.shape
+    radius = max(1, math.ceil(3 * blur_sigma)) if blur_sigma > 0 else 0
+    flat = F.pad(lab.reshape(b * 3, 1, hs, ws), (radius,) * 4, mode="replicate") if radius else lab.reshape(b * 3, 1, hs, ws)
+    blurred = _gaussian_blur(flat, blur_sigma)[..., radius:radius + hs, radius:radius + ws].reshape(b, 3, hs, ws)
+    saliency = (blurred - mean).norm(dim=1, keepdim=True)                    # (B, 1, h', w')
+    saliency = F.interpolate(saliency, size=(h, w), mode="bilinear", align_corners=False)   # (B, 1, H, W)
+    return _normalise(saliency)
+
+
+@torch.no_grad()
+def foreground_map(saliency: Tensor, *, threshold: float | None = None, factor: float = FOREGROUND_FACTOR) -> Tensor:
     """The binary foreground map phi of eq. 6 from a saliency map (B, 1, H, W): float, 1 = foreground.
 
-    threshold None: Hou & Zhang's object-map rule, foreground where the saliency exceeds
-    FOREGROUND_FACTOR (3) times the image's mean saliency (per image, so it does not depend on how
-    the map is scaled). A number: foreground where saliency > threshold (0.5 for probabilities).
+    threshold None: the object-map rule, foreground where the saliency exceeds `factor` times the
+    image's mean saliency (per image, so it does not depend on how the map is scaled): 3 for Hou &
+    Zhang's spectral residual, FT_FOREGROUND_FACTOR (2) for Achanta et al.'s frequency-tuned map.
+    A number: foreground where saliency > threshold (0.5 for probabilities).
     """
     _check_image(saliency, "foreground_map", (1,))
     if threshold is None:
-        cut = FOREGROUND_FACTOR * saliency.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+        cut = factor * saliency.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
     else:
         cut = float(threshold)
     return (saliency > cut).to(saliency.dtype)
@@ -168,26 +216,33 @@ def _load_frozen(path: Path):
 class SaliencySource:
     """phi for the salient loss: rgb (B, 3, H, W) in [0, 1] -> binary foreground map (B, 1, H, W).
 
-    path=None: the spectral residual (`spectral_residual_saliency` + `foreground_map`, 3x mean).
+    path=None: `method` "frequency-tuned" (default; `frequency_tuned_saliency` in Lab + `foreground_map`,
+    2x mean) or "spectral-residual" (`spectral_residual_saliency` of the lightness, 3x mean).
     path: a TorchScript file (torch.jit.save) or a torch.export program (.pt2) of a PFANet-like
     network rgb (B, 3, H, W) -> saliency (B, 1, h, w) (resized to H, W if it differs); `output`
     says whether that is logits or probabilities ("auto": logits when any value lies outside
     [0, 1], so pass it explicitly when a model's logits may all happen to lie in [0, 1]).
-    `threshold`: None = the source's rule (3x the mean for the spectral residual, probability 0.5
+    `threshold`: None = the source's rule (2x or 3x the mean for the classical maps, probability 0.5
     for a model), or a number applied to the map of `saliency()`. Frozen: no gradient; not an
     nn.Module, so it never lands in a model's state_dict. `name` says which source it is (for the
     notebook). `saliency(rgb)` gives the continuous map, calling the source the binary phi.
     """
 
     def __init__(self, path: str | Path | None = None, *, threshold: float | None = None, size: int = 64,
-                 blur_sigma: float = 2.5, output: str = "auto"):
+                 blur_sigma: float | None = None, output: str = "auto", method: str = "frequency-tuned"):
         if output not in MODEL_OUTPUTS:
             raise ValueError(f"SaliencySource: output must be one of {MODEL_OUTPUTS}, got {output!r}")
+        if method not in METHODS:
+            raise ValueError(f"SaliencySource: method must be one of {METHODS}, got {method!r}")
         self.path = None if path is None else Path(path)
+        self.method = method
+        # each method's own blur: 1 px for Achanta's 5 x 5 kernel, 2.5 px for Hou & Zhang's at 64
+        blur_sigma = (1.0 if method == "frequency-tuned" else 2.5) if blur_sigma is None else blur_sigma
         self.size, self.blur_sigma, self.output = size, blur_sigma, output
         self.model, self._device = None, torch.device("cpu")
+        self.factor = FT_FOREGROUND_FACTOR if method == "frequency-tuned" else FOREGROUND_FACTOR
         if self.path is None:
-            self.name = SPECTRAL_RESIDUAL_NAME
+            self.name = FREQUENCY_TUNED_NAME if method == "frequency-tuned" else SPECTRAL_RESIDUAL_NAME
             self.threshold = threshold
             return
         if not self.path.is_file():
@@ -207,6 +262,8 @@ class SaliencySource:
     def saliency(self, rgb: Tensor) -> Tensor:
         """rgb (B, 3, H, W) in [0, 1] -> saliency (B, 1, H, W) in [0, 1] (probabilities for a model)."""
         _check_image(rgb, "SaliencySource", (3,))
+        if self.model is None and self.method == "frequency-tuned":
+            return frequency_tuned_saliency(rgb, size=self.size, blur_sigma=self.blur_sigma)
         if self.model is None:
             return spectral_residual_saliency(rgb, size=self.size, blur_sigma=self.blur_sigma)
         if self._device != rgb.device:                                       # follow the images' device
@@ -229,9 +286,10 @@ class SaliencySource:
 
     def __call__(self, rgb: Tensor) -> Tensor:
         """rgb (B, 3, H, W) in [0, 1] -> phi, the binary foreground map (B, 1, H, W), float {0, 1}."""
-        return foreground_map(self.saliency(rgb), threshold=self.threshold)
+        return foreground_map(self.saliency(rgb), threshold=self.threshold, factor=self.factor)
 
 
 def saliency_source(path: str | Path | None = None, **options) -> SaliencySource:
-    """The phi of eq. 6: `SaliencySource(path, **options)`; path=None is the spectral residual."""
+    """The phi of eq. 6: `SaliencySource(path, **options)`; path=None is the frequency-tuned map in Lab
+    (method="spectral-residual" for Hou & Zhang's, which reads lightness only)."""
     return SaliencySource(path, **options)

@@ -87,8 +87,8 @@ def test_foreground_map_rules():
     assert set(fg.unique().tolist()) <= {0.0, 1.0} and fg.dtype == s.dtype
 
 
-def test_default_source_is_the_spectral_residual():
-    src = saliency_source()
+def test_the_spectral_residual_source():
+    src = saliency_source(method="spectral-residual")
     assert isinstance(src, SaliencySource) and src.name == SPECTRAL_RESIDUAL_NAME
     assert "spectral residual (Hou & Zhang 2007)" in src.name and "PFANet" in src.name
     img = textured(b=2, h=33, w=47)
@@ -190,3 +190,52 @@ def test_bad_inputs_raise():
         foreground_map(torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="output"):
         SaliencySource(output="scores")
+
+
+def test_frequency_tuned_saliency_matches_a_naive_implementation():
+    """Achanta et al.: || mean Lab - blurred Lab(x) ||, per pixel, computed here with numpy and
+    scipy-free loops on an image already at the working size (no resizing)."""
+    import math
+
+    import numpy as np
+
+    from colorkit.color import rgb_to_lab
+    from colorkit.saliency import frequency_tuned_saliency
+
+    torch.manual_seed(0)
+    img = torch.rand(1, 3, 12, 16, dtype=torch.float64)
+    got = frequency_tuned_saliency(img, size=16, blur_sigma=1.0)
+    lab = rgb_to_lab(img)[0].numpy()                                   # (3, 12, 16)
+    radius = math.ceil(3.0)
+    t = np.arange(-radius, radius + 1)
+    k = np.exp(-t ** 2 / 2.0); k /= k.sum()
+    padded = np.pad(lab, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    blurred = np.zeros_like(lab)
+    for y in range(12):
+        for x in range(16):
+            window = padded[:, y:y + 2 * radius + 1, x:x + 2 * radius + 1]
+            blurred[:, y, x] = (window * np.outer(k, k)).sum(axis=(1, 2))
+    s = np.linalg.norm(blurred - lab.mean(axis=(1, 2), keepdims=True), axis=0)
+    s = (s - s.min()) / (s.max() - s.min())
+    np.testing.assert_allclose(got[0, 0].numpy(), s, atol=1e-9)
+
+
+def test_phi_of_a_wrongly_colored_prediction_differs_from_phi_of_the_truth():
+    """Eq. 6 needs phi to read color: a red disk on an isoluminant green background is found by the
+    default (frequency-tuned, Lab) source in the truth but not in a gray prediction of the same L,
+    while the lightness-only spectral residual cannot tell the two apart."""
+    from colorkit.color import lab_to_rgb, rgb_to_lab
+
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disk = ((yy - 30) ** 2 + (xx - 36) ** 2 < 12 ** 2).float()
+    lab = torch.stack([torch.full((64, 64), 55.0), 60 * disk - 50 * (1 - disk), 40 * disk + 45 * (1 - disk)])[None]
+    truth = lab_to_rgb(lab).clamp(0, 1)
+    gray = lab_to_rgb(torch.cat([rgb_to_lab(truth)[:, :1], torch.zeros(1, 2, 64, 64)], 1)).clamp(0, 1)
+    phi = saliency_source()
+    assert phi.name.startswith("frequency-tuned")
+    fg_truth, fg_gray = phi(truth), phi(gray)
+    inside = disk.bool()
+    assert fg_truth[0, 0][inside].mean() > 0.9 and fg_truth[0, 0][~inside].mean() < 0.05
+    assert fg_gray.sum() == 0                                           # nothing stands out in a flat gray image
+    lightness_only = saliency_source(method="spectral-residual")
+    assert torch.equal(lightness_only(truth), lightness_only(gray))

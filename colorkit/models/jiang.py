@@ -33,7 +33,8 @@ Loss (sec. 2.3):
     L_sal   = mean |phi(x) ab_true - phi(y) ab_pred|                       (eq. 6)
     L_total = L_huber + alpha L_sal,  alpha = 1                            (eq. 7)
 phi is a binary foreground map from a saliency detector: PFANet from a local file when given,
-otherwise the spectral residual (colorkit.saliency), computed on the true and on the predicted
+otherwise frequency-tuned saliency in Lab (colorkit.saliency; it reads color, so phi(x) and phi(y)
+differ where the prediction gets an object's color wrong), computed on the true and on the predicted
 RGB images (without gradient: the detector is frozen, the map only weighs the pixels).
 
 Hints, as Zhang et al. train (sec. 3.2 of their paper): every training image gets a geometric
