@@ -53,8 +53,7 @@ from colorkit.losses import critic_loss, generator_adversarial_loss
 from colorkit.models import Colorizer, pad_to_multiple, register
 
 __all__ = ["SunUpgrader", "PatchDiscriminator", "SunPipeline", "save_pipeline", "coarse_from_rgb", "upgrade_step",
-           "make_upgrade_step",
-           "upgrade_metrics", "UPGRADE_OPTIMIZERS", "AB_SCALE", "LAMBDA_R"]
+           "make_upgrade_step", "upgrade_metrics", "UPGRADE_OPTIMIZERS", "AB_SCALE", "LAMBDA_R"]
 
 AB_SCALE = 110.0      # ab = tanh(.) * AB_SCALE, as the baseline: covers the sRGB gamut (|a|, |b| < 110)
 LAMBDA_R = 10.0       # eq. 10's weight on the MSE term (paper sec. III)
