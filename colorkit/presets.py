@@ -122,8 +122,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                                "ckpt_every": 25, "log_every": 5}},
             "gan": {"ttur": 4.0, "adv_weight": 0.1, "lr": 2e-4, "keep": 0.5},
         },
-        # Narkhede et al. sec. 3: ImageNet, Adam, initial lr 2e-4 for G and D. The TTUR ratio (4, D at
-        # 8e-4 in the GAN phase) and betas (0, 0.9) are SAGAN's. Widths, 256 x 256, batch and step counts are
+        # Narkhede et al. sec. 3: ImageNet, Adam, initial lr 2e-4 for G and D, so both run at 2e-4 in the GAN
+        # phase too (ttur 1: two optimizers at the stated rate; the course preset's 4 is ours, SAGAN's ratio);
+        # betas (0, 0.9) are SAGAN's. Widths, 256 x 256, batch and step counts are
         # ours (the paper gives none): 40k steps of pretraining G, 2k of D, a short GAN phase of 10k steps
         # with a snapshot every 500 (the paper: "after small window of time" D stops helping).
         "full": {
@@ -135,7 +136,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "phases": {"critic": {"steps": 2000, "warmup_steps": 0, "schedule": "constant", "val_every": 0},
                        "gan": {"steps": 10_000, "warmup_steps": 0, "schedule": "constant", "val_every": 500,
                                "ckpt_every": 500, "log_every": 50}},
-            "gan": {"ttur": 4.0, "adv_weight": 0.1, "lr": 2e-4, "keep": 0.5},
+            "gan": {"ttur": 1.0, "adv_weight": 0.1, "lr": 2e-4, "keep": 0.5},
         },
     },
     # Lakhani (colorkit.models.lakhani). The global network is the ImageNet-trained EfficientNet-Lite0
@@ -271,8 +272,10 @@ PAPER: dict[str, dict[str, Any]] = {
                                     "train.batch_size": 1, "train.optimizer": "adam", "train.betas": (0.0, 0.9),
                                     "train.lr": 2e-4, "train.steps": 2_600_000, "train.schedule": "constant",
                                     "train.warmup_steps": 0, "train.grad_clip": None}},
-    "narkhede": {"source": "Narkhede et al. sec. 3 (Adam, initial learning rate 2e-4 for G and D)",
-                 "values": {"train.optimizer": "adam", "train.lr": 2e-4, "gan.lr": 2e-4, "model.spectral_norm": True,
+    "narkhede": {"source": "Narkhede et al. sec. 3 (Adam, initial learning rate 2e-4 for G and D: the critic's "
+                           "GAN-phase rate is ttur x lr, so ttur 1)",
+                 "values": {"train.optimizer": "adam", "train.lr": 2e-4, "gan.lr": 2e-4, "gan.ttur": 1.0,
+                            "model.spectral_norm": True,
                             "train.grad_clip": None}},
     "lakhani": {"source": "Lakhani sec. 3.1, 3.2, 4.1 (256 x 256 L, the global network at 224 x 224, Adam at 1e-3)",
                 "values": {"data.size": 256, "model.image_size": 256, "model.global_input_size": 224,
@@ -327,7 +330,6 @@ OURS: dict[str, dict[str, str]] = {
                  "phases.gan.warmup_steps": "ours", "phases.gan.schedule": "ours",
                  "phases.gan.val_every": "ours: how often a snapshot is taken and scored",
                  "phases.gan.ckpt_every": "ours", "phases.gan.log_every": "ours",
-                 "gan.ttur": "ours: the critic at 4x the generator's rate (TTUR; the paper gives no ratio)",
                  "gan.adv_weight": "ours", "gan.keep": "ours: the snapshot rule's share",
                  "data.train_images": _DATA, "data.val_images": _DATA},
     "lakhani": {"model.width": "Deep Koalarization's widths", "model.classifier_width": "ours (the stand-in only)",
