@@ -275,8 +275,7 @@ PAPER: dict[str, dict[str, Any]] = {
     "narkhede": {"source": "Narkhede et al. sec. 3 (Adam, initial learning rate 2e-4 for G and D: the critic's "
                            "GAN-phase rate is ttur x lr, so ttur 1)",
                  "values": {"train.optimizer": "adam", "train.lr": 2e-4, "gan.lr": 2e-4, "gan.ttur": 1.0,
-                            "model.spectral_norm": True,
-                            "train.grad_clip": None}},
+                            "model.spectral_norm": True, "train.grad_clip": None}},
     "lakhani": {"source": "Lakhani sec. 3.1, 3.2, 4.1 (256 x 256 L, the global network at 224 x 224, Adam at 1e-3)",
                 "values": {"data.size": 256, "model.image_size": 256, "model.global_input_size": 224,
                            "model.fusion": True, "model.coords": True, "train.optimizer": "adam", "train.lr": 1e-3,

@@ -163,12 +163,12 @@ def frequency_tuned_saliency(image: Tensor, *, size: int = 64, blur_sigma: float
                           antialias=scale < 1)                              # (B, 3, h', w')
     lab = rgb_to_lab(small)                                                  # (B, 3, h', w')
     mean = lab.mean(dim=(2, 3), keepdim=True)                                # I_mu: (B, 3, 1, 1)
-    # blur each channel, repeating the border (zeros outside would make every border look salient)
     b, _, hs, ws = lab.shape
-    radius = max(1, math.ceil(3 * blur_sigma)) if blur_sigma > 0 else 0
-    flat = F.pad(lab.reshape(b * 3, 1, hs, ws), (radius,) * 4, mode="replicate") if radius else lab.reshape(b * 3, 1, hs, ws)
-    blurred = _gaussian_blur(flat, blur_sigma)[..., radius:radius + hs, radius:radius + ws].reshape(b, 3, hs, ws)
-    saliency = (blurred - mean).norm(dim=1, keepdim=True)                    # (B, 1, h', w')
+    planes = lab.reshape(b * 3, 1, hs, ws)                                   # each channel blurred on its own
+    if blur_sigma > 0:             # repeat the border first: zeros outside would make every border look salient
+        r = max(1, math.ceil(3 * blur_sigma))                                # _gaussian_blur's radius
+        planes = _gaussian_blur(F.pad(planes, (r, r, r, r), mode="replicate"), blur_sigma)[..., r:r + hs, r:r + ws]
+    saliency = (planes.reshape(b, 3, hs, ws) - mean).norm(dim=1, keepdim=True)   # (B, 1, h', w')
     saliency = F.interpolate(saliency, size=(h, w), mode="bilinear", align_corners=False)   # (B, 1, H, W)
     return _normalise(saliency)
 

@@ -46,3 +46,10 @@ def test_course_and_smoke_presets_carry_no_paper_list():
     for model in MODELS:
         for level in ("smoke", "course"):
             assert "ours" not in presets.preset(model, level) and "paper" not in presets.preset(model, level)
+
+
+def test_settings_prints_the_papers_values_and_ours_for_full_and_says_so_for_the_course():
+    text = presets.settings(presets.preset("sun2023_upgrader", "full"))
+    assert presets.PAPER["sun2023_upgrader"]["source"] in text and "train.betas = (0.0, 0.9)" in text
+    assert "model.disc_layers = 4: ours: 142-px patches" in text
+    assert "not the paper's settings" in presets.settings(presets.preset("sun2023_upgrader", "course"))

@@ -64,34 +64,28 @@ def registered() -> list[str]:
 
 
 def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The full config `build(config)` would keep (every constructor default filled in), without building."""
-    _import_model_files()
-    if not isinstance(config, dict) or config.get("name") not in _REGISTRY:
-        raise ValueError(f"unknown model config {config!r:.120}; registered models: {', '.join(sorted(_REGISTRY))}")
-    bound = inspect.signature(_REGISTRY[config["name"]]).bind(**{k: v for k, v in config.items() if k != "name"})
-    bound.apply_defaults()
-    return {"name": config["name"], **copy.deepcopy(dict(bound.arguments))}
-
-
-def build(config: dict[str, Any]) -> Colorizer:
-    """Build a model from {"name": ..., **constructor arguments}; the model keeps the dict as `.config`."""
+    """The full config `build(config)` keeps, every constructor default filled in, without building:
+    a checkpoint rebuilds the same model even if defaults change. A bad config is an error naming it."""
     _import_model_files()
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"a model config is a dict with a 'name' key, got {config!r}")
     name = config["name"]
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
-    cls = _REGISTRY[name]
-    kwargs = {k: v for k, v in config.items() if k != "name"}
+    signature = inspect.signature(_REGISTRY[name])
     try:
-        bound = inspect.signature(cls).bind(**kwargs)
+        bound = signature.bind(**{k: v for k, v in config.items() if k != "name"})
     except TypeError as err:
-        valid = [p for p in inspect.signature(cls).parameters]
-        raise ValueError(f"bad config for model {name!r}: {err}; valid parameters: {', '.join(valid)}") from None
+        raise ValueError(f"bad config for model {name!r}: {err}; valid parameters: {', '.join(signature.parameters)}") from None
     bound.apply_defaults()
-    model = cls(*bound.args, **bound.kwargs)
-    # the full config, defaults included: a checkpoint rebuilds the same model even if defaults change
-    model.config = {"name": name, **copy.deepcopy(dict(bound.arguments))}
+    return {"name": name, **copy.deepcopy(dict(bound.arguments))}
+
+
+def build(config: dict[str, Any]) -> Colorizer:
+    """Build a model from {"name": ..., **constructor arguments}; the model keeps the full config as `.config`."""
+    full = resolved_config(config)
+    model = _REGISTRY[full["name"]](**{k: v for k, v in full.items() if k != "name"})
+    model.config = full
     return model
 
 
