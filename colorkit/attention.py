@@ -177,10 +177,16 @@ class MultiHeadAttention(nn.Module):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__}: x must be {layout} with dim={self.dim}, got {shape}")
 
-    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (..., n, dim) -> q, k, v, each (..., heads, n, head_dim)."""
+    def project_qkv(self, x: Tensor, modulation: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x (..., n, dim) -> q, k, v, each (..., heads, n, head_dim).
+
+        `modulation` (..., n, 6 * dim): a per-token scale s and shift t for q, k and v together,
+        [q; k; v] * (1 + s) + t (ColTran's conditional self-attention; see `AxialBlock`)."""
         # Q_i = X W_i^q, K_i = X W_i^k, V_i = X W_i^v, all heads at once      (eq. 4)
         qkv = self.qkv(x)  # (..., n, 3 * dim)
+        if modulation is not None:
+            scale, shift = modulation.chunk(2, dim=-1)  # each (..., n, 3 * dim)
+            qkv = qkv * (1 + scale) + shift
         qkv = qkv.unflatten(-1, (3, self.heads, self.head_dim))  # (..., n, 3, heads, head_dim)
         qkv = qkv.movedim(-3, 0).transpose(-3, -2)  # (3, ..., heads, n, head_dim)
         q, k, v = qkv.unbind(0)
@@ -193,7 +199,7 @@ class MultiHeadAttention(nn.Module):
 
     def forward(
         self, x: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None, fast: bool = True,
-        return_weights: bool = False,
+        return_weights: bool = False, modulation: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x (..., n, dim) -> (..., n, dim); with `return_weights`, also weights (..., heads, n, n).
 
@@ -202,9 +208,10 @@ class MultiHeadAttention(nn.Module):
         `bias`: float, broadcastable to (..., heads, n, n), added to the scores (a relative
         position bias is (heads, n, n)).
         `fast` uses torch's fused kernel; `return_weights` always takes the plain math.
+        `modulation`: see `project_qkv`.
         """
         self._check_input(x)
-        q, k, v = self.project_qkv(x)  # each (..., heads, n, head_dim)
+        q, k, v = self.project_qkv(x, modulation)  # each (..., heads, n, head_dim)
         weights = None
         if return_weights or not fast:
             h, weights = scaled_dot_product_attention(q, k, v, mask, bias=bias, return_weights=True)
@@ -254,20 +261,23 @@ class AxialAttention(MultiHeadAttention):
 
     def forward(
         self, x: Tensor, *, causal: bool = False, bias: Tensor | None = None, fast: bool = True,
-        return_weights: bool = False,
+        return_weights: bool = False, modulation: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x (..., H, W, C) -> (..., H, W, C); with `return_weights`, also the weights:
         (..., H, heads, W, W) for rows, (..., W, heads, H, H) for columns.
 
         `bias`: float scores added along the axis, broadcastable to (heads, W, W) for rows and
         (heads, H, H) for columns (e.g. `RelativePositionBias(heads, max_len)(W)`).
+        `modulation` (..., H, W, 6 C): per-pixel scale and shift of q, k, v (`project_qkv`).
         """
         self._check_input(x, "(..., H, W, C)", min_dims=3)
         if self.axis == "column":
             x = x.transpose(-3, -2)  # (..., W, H, C): columns become rows
+            modulation = modulation.transpose(-3, -2) if modulation is not None else None
         # every row is now a sequence of tokens; the leading dims are batch   (eq. 5)
         mask = causal_mask(x.shape[-2], device=x.device) if causal else None
-        result = super().forward(x, mask=mask, bias=bias, fast=fast, return_weights=return_weights)
+        result = super().forward(x, mask=mask, bias=bias, fast=fast, return_weights=return_weights,
+                                 modulation=modulation)
         out, weights = result if return_weights else (result, None)
         if self.axis == "column":
             out = out.transpose(-3, -2)  # back to (..., H, W, C)
@@ -331,56 +341,102 @@ class AxialBlock(nn.Module):
     sees only pixels 0..j along the axis. `relative_bias=True` adds `RelativePositionBias(heads,
     max_len)` to the scores; rows/columns may be up to `max_len` long.
 
-    `context_dim`: condition on a per-pixel context c (B, H, W, context_dim), as ColTran's decoder
-    conditions on the grayscale encoder: each LN becomes a conditional layer norm
-    LN(x) * (1 + s(c)) + t(c) with s, t linear in c (zero at initialisation, so the block starts
-    as the plain one). Without it, `context` must be None.
+    ColTran's conditioning (Kumar et al. 2021, sec. 4.1), each part opt-in, each zero-initialised
+    so that a conditioned block starts as the plain one:
+    - `pooled_dim`: conditional layer norm (cLN). A context image p (B, H', W', pooled_dim) is
+      pooled over space with learned weights, softmax over a (max_len, max_len) table cropped to
+      (H', W') (uniform at start: the mean), and a linear map of the pooled vector gives both layer
+      norms' scale and shift: LN(x) * (1 + s) + t, the same for every pixel.
+    - `context_dim`: conditional MLP (cMLP). A per-pixel context c (B, H, W, context_dim) scales and
+      shifts the MLP's output: MLP(.) * (1 + s(c)) + t(c).
+    - `conditional_attention` (needs `context_dim`): conditional self-attention (cAtt). c scales and
+      shifts q, k and v at every pixel: q = (LN(x) W^q) * (1 + s_q(c)) + t_q(c), and so for k and v.
+    ColTran pools the context of the layer norms because a per-pixel scale would be one more
+    per-pixel path; what a decoder may see is the caller's business (see `colorkit.models.sun2023`:
+    a pooled context must not depend on colors not yet drawn).
     """
 
     def __init__(self, dim: int, heads: int, axis: str = "row", *, mlp_ratio: float = 4, relative_bias: bool = True,
-                 max_len: int = 64, causal: bool = False, context_dim: int | None = None):
+                 max_len: int = 64, causal: bool = False, context_dim: int | None = None,
+                 pooled_dim: int | None = None, conditional_attention: bool = False):
         super().__init__()
-        self.axis, self.causal, self.context_dim = axis, causal, context_dim
-        self.attn_norm = nn.LayerNorm(dim, elementwise_affine=context_dim is None)
+        if conditional_attention and context_dim is None:
+            raise ValueError("AxialBlock: conditional_attention needs a per-pixel context (context_dim)")
+        self.axis, self.causal, self.context_dim, self.pooled_dim = axis, causal, context_dim, pooled_dim
+        self.max_len = max_len
+        self.attn_norm = nn.LayerNorm(dim, elementwise_affine=pooled_dim is None)
         self.attn = AxialAttention(dim, heads, axis)
         self.bias = RelativePositionBias(heads, max_len) if relative_bias else None
-        self.mlp_norm = nn.LayerNorm(dim, elementwise_affine=context_dim is None)
+        self.mlp_norm = nn.LayerNorm(dim, elementwise_affine=pooled_dim is None)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.pool_logits = self.ln_condition = self.mlp_condition = self.attn_condition = None
+        if pooled_dim is not None:
+            self.pool_logits = nn.Parameter(torch.zeros(max_len, max_len))   # learned spatial weights
+            self.ln_condition = _zero_linear(pooled_dim, 4 * dim)             # scale, shift of both LNs
         if context_dim is not None:
-            # scale and shift of both layer norms from the context: (B, H, W, Cc) -> (B, H, W, 4 C)
-            self.condition = nn.Linear(context_dim, 4 * dim)
-            nn.init.zeros_(self.condition.weight)
-            nn.init.zeros_(self.condition.bias)
+            self.mlp_condition = _zero_linear(context_dim, 2 * dim)           # scale, shift of the MLP output
+            if conditional_attention:
+                self.attn_condition = _zero_linear(context_dim, 6 * dim)      # scale, shift of q, k, v
 
     def extra_repr(self) -> str:
-        return f"axis={self.axis!r}, causal={self.causal}, context_dim={self.context_dim}"
+        return (f"axis={self.axis!r}, causal={self.causal}, context_dim={self.context_dim}, "
+                f"pooled_dim={self.pooled_dim}, conditional_attention={self.attn_condition is not None}")
 
-    def forward(self, x: Tensor, *, context: Tensor | None = None, fast: bool = True) -> Tensor:
-        """x (B, H, W, C) -> (B, H, W, C); `context` (B, H, W, context_dim) when built with context_dim."""
+    def pool(self, pooled: Tensor) -> Tensor:
+        """The cLN's context (B, H', W', pooled_dim) -> its learned weighted spatial mean (B, pooled_dim)."""
+        h, w = pooled.shape[1:3]
+        weights = self.pool_logits[:h, :w].flatten().softmax(dim=0).view(h, w, 1)  # sums to 1
+        return (pooled * weights).sum(dim=(1, 2))
+
+    def forward(self, x: Tensor, *, context: Tensor | None = None, pooled: Tensor | None = None,
+                fast: bool = True) -> Tensor:
+        """x (B, H, W, C) -> (B, H, W, C); `context` (B, H, W, context_dim) when built with context_dim;
+        `pooled` (B, H', W', pooled_dim), any H', W' <= max_len, when built with pooled_dim."""
         if x.dim() != 4:
             raise ValueError(f"AxialBlock: x must be (B, H, W, C), got {tuple(x.shape)}")
-        if (context is None) != (self.context_dim is None):
-            raise ValueError(f"AxialBlock: built with context_dim={self.context_dim}, so context must be "
-                             f"{'given' if self.context_dim else 'None'}")
-        if context is not None:
-            if context.shape[:-1] != x.shape[:-1] or context.shape[-1] != self.context_dim:
-                raise ValueError(f"AxialBlock: context must be (B, H, W, {self.context_dim}) matching x "
-                                 f"{tuple(x.shape)}, got {tuple(context.shape)}")
-            scale1, shift1, scale2, shift2 = self.condition(context).chunk(4, dim=-1)  # each (B, H, W, C)
+        for name, value, dim in (("context", context, self.context_dim), ("pooled", pooled, self.pooled_dim)):
+            if (value is None) != (dim is None):
+                raise ValueError(f"AxialBlock: built with {name}_dim={dim}, so {name} must be "
+                                 f"{'given' if dim else 'None'}")
+        if context is not None and (context.shape[:-1] != x.shape[:-1] or context.shape[-1] != self.context_dim):
+            raise ValueError(f"AxialBlock: context must be (B, H, W, {self.context_dim}) matching x "
+                             f"{tuple(x.shape)}, got {tuple(context.shape)}")
+        if pooled is not None and (pooled.dim() != 4 or pooled.shape[0] != x.shape[0] or pooled.shape[-1] != self.pooled_dim
+                                   or max(pooled.shape[1:3]) > self.max_len):
+            raise ValueError(f"AxialBlock: pooled must be (B, H', W', {self.pooled_dim}) with B = {x.shape[0]} "
+                             f"and H', W' <= {self.max_len}, got {tuple(pooled.shape)}")
         length = x.shape[-2] if self.axis == "row" else x.shape[-3]
         bias = self.bias(length) if self.bias is not None else None  # (heads, n, n) or None
+        if pooled is not None:
+            # cLN: one scale and shift per image from the pooled context      (ColTran sec. 4.1)
+            scale1, shift1, scale2, shift2 = self.ln_condition(self.pool(pooled))[:, None, None].chunk(4, dim=-1)  # (B, 1, 1, C)
 
         h = self.attn_norm(x)
-        if context is not None:
-            h = h * (1 + scale1) + shift1  # conditional LN
+        if pooled is not None:
+            h = h * (1 + scale1) + shift1
+        # cAtt: q, k, v scaled and shifted per pixel by the context           (ColTran sec. 4.1)
+        modulation = self.attn_condition(context) if self.attn_condition is not None else None  # (B, H, W, 6 C)
         # x' = MSA(LN(x)) + x                                                (eq. 5)
-        x = x + self.attn(h, causal=self.causal, bias=bias, fast=fast)
+        x = x + self.attn(h, causal=self.causal, bias=bias, fast=fast, modulation=modulation)
         h = self.mlp_norm(x)
-        if context is not None:
+        if pooled is not None:
             h = h * (1 + scale2) + shift2
+        m = self.mlp(h)
+        if context is not None:
+            # cMLP: the MLP's output scaled and shifted per pixel               (ColTran sec. 4.1)
+            scale, shift = self.mlp_condition(context).chunk(2, dim=-1)   # each (B, H, W, C)
+            m = m * (1 + scale) + shift
         # x^ = MLP(LN(x')) + x'                                              (eq. 5)
-        return x + self.mlp(h)
+        return x + m
+
+
+def _zero_linear(c_in: int, c_out: int) -> nn.Linear:
+    """A linear map that starts at zero (a conditioning that starts as no conditioning)."""
+    layer = nn.Linear(c_in, c_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def _check_window_grid(h: int, w: int, window: int, where: str) -> None:

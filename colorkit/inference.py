@@ -105,6 +105,7 @@ def load(path: str | os.PathLike, *, name: str | None = None, ema: bool = True,
     model, or hold NaN or inf, is an error naming the checkpoint and the first bad tensor.
     """
     from colorkit.models import _REGISTRY, registered
+    from colorkit.models.jiang import legacy_config
     from colorkit.train import first_nonfinite, load_checkpoint, state_fit_problem
 
     checkpoint = load_checkpoint(path)
@@ -117,6 +118,7 @@ def load(path: str | os.PathLike, *, name: str | None = None, ema: bool = True,
     if not config:
         raise ValueError(f"{path}: model {name!r} was saved without a config, so it cannot be rebuilt")
     registered()                                        # every model file imported
+    config = legacy_config(config, models[name].get("state") or {})
     cls = _REGISTRY.get(config.get("name"))
     if cls is None:
         raise ValueError(f"{path}: model {name!r} is {config.get('name')!r}, which this colorkit does not know; "

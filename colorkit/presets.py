@@ -179,14 +179,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "classifier": {"steps": 5000, "batch_size": 64, "lr": 1e-3},
         },
     },
-    # Jiang et al. (colorkit.models.jiang): BaseNet (Zhang et al. 2017) with SMSA after conv5-7; "loss":
-    # alpha of the salient loss (eq. 7) and how hints are drawn in training.
+    # Jiang et al. (colorkit.models.jiang): automatic colorization (L alone), BaseNet (Zhang et al. 2017
+    # without the hint input) with SMSA after conv5-7; "loss": alpha of the salient loss (eq. 7).
     "jiang": {
         "smoke": {
             "model": {"name": "jiang", "width": 4, "image_size": 32, "attention": "smsa"},
             "train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "optimizer": "adam", "log_every": 1},
             "data": {"size": 32, "train_images": 32, "val_images": 8},
-            "loss": {"alpha": 1.0, "hint_patch": 2},
+            "loss": {"alpha": 1.0},
         },
         # Ours: from scratch on a CPU the paper's lr 1e-5 (40K iterations at 256 px on a GPU) would barely
         # move in minutes; 2e-3 with warmup does.
@@ -196,17 +196,44 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "train": {"steps": 200, "batch_size": 16, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 10,
                       "schedule": "cosine", "log_every": 10},
             "data": {"size": 64, "train_images": 4096, "val_images": 48},
-            "loss": {"alpha": 1.0, "hint_patch": 2},
+            "loss": {"alpha": 1.0},
         },
         # Jiang et al. sec. 3.2: 256 x 256 Lab images, Adam lr 1e-5, betas (0.9, 0.999), 40K iterations,
-        # alpha = 1 (eq. 7). Zhang et al.'s widths (width 64). Batch 16 and the hint patch (3 px at 256,
-        # Zhang et al. use 1-9) are ours; the paper gives neither.
+        # alpha = 1 (eq. 7), trained from scratch (the paper loads no weights). Zhang et al.'s widths
+        # (width 64). Batch 16 is ours; the paper does not give it.
         "full": {
             "model": {"name": "jiang", "width": 64, "image_size": 256, "attention": "smsa"},
             "train": {"steps": 40_000, "batch_size": 16, "lr": 1e-5, "betas": (0.9, 0.999), "optimizer": "adam",
                       "grad_clip": None, "schedule": "constant", "val_every": 2000, "ckpt_every": 2000, "log_every": 100, "num_workers": 8},
             "data": {"size": 256, "train_images": None, "val_images": 1000},
-            "loss": {"alpha": 1.0, "hint_patch": 3},
+            "loss": {"alpha": 1.0},
+        },
+    },
+    # Zhang et al. 2017's user-guided network (colorkit.models.jiang.UserGuidedNet), the reference of
+    # notebook 07: BaseNet's layout on [L; hints; mask], Huber loss, a geometric number of hints per
+    # training image ("loss": their patch side). Its paper is not one of the course's five: "full"
+    # trains it at Jiang et al.'s BaseNet settings, which is how the course's papers use it.
+    "zhang2017": {
+        "smoke": {
+            "model": {"name": "zhang2017", "width": 4, "image_size": 32},
+            "train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "optimizer": "adam", "log_every": 1},
+            "data": {"size": 32, "train_images": 32, "val_images": 8},
+            "loss": {"hint_patch": 2},
+        },
+        # Ours: as Jiang et al.'s course preset (width 8, 2e-3 with warmup), 2 x 2 hints as in notebook 07.
+        "course": {
+            "model": {"name": "zhang2017", "width": 8, "image_size": 64},
+            "train": {"steps": 200, "batch_size": 16, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 10,
+                      "schedule": "cosine", "log_every": 10},
+            "data": {"size": 64, "train_images": 4096, "val_images": 48},
+            "loss": {"hint_patch": 2},
+        },
+        "full": {
+            "model": {"name": "zhang2017", "width": 64, "image_size": 256},
+            "train": {"steps": 40_000, "batch_size": 16, "lr": 1e-5, "betas": (0.9, 0.999), "optimizer": "adam",
+                      "grad_clip": None, "schedule": "constant", "val_every": 2000, "ckpt_every": 2000, "log_every": 100, "num_workers": 8},
+            "data": {"size": 256, "train_images": None, "val_images": 1000},
+            "loss": {"hint_patch": 3},
         },
     },
     # Li et al. (colorkit.models.li): the hierarchical DLSA transformer, T or S. "loss": hints per
@@ -285,6 +312,11 @@ PAPER: dict[str, dict[str, Any]] = {
               "values": {"data.size": 256, "model.image_size": 256, "train.optimizer": "adam", "train.lr": 1e-5,
                          "train.betas": (0.9, 0.999), "train.steps": 40_000, "train.schedule": "constant",
                          "train.warmup_steps": 0, "loss.alpha": 1.0, "model.attention": "smsa", "train.grad_clip": None}},
+    "zhang2017": {"source": "Jiang et al. sec. 3.2, the settings at which they train BaseNet (Zhang et al. 2017); "
+                            "Zhang et al.'s own paper is not among the course's five",
+                  "values": {"data.size": 256, "model.image_size": 256, "train.optimizer": "adam", "train.lr": 1e-5,
+                             "train.betas": (0.9, 0.999), "train.steps": 40_000, "train.schedule": "constant",
+                             "train.warmup_steps": 0, "model.attention": None, "train.grad_clip": None}},
     "li": {"source": "Li et al. sec. 4.3 (224 x 224, patch 4, AdamW at 5e-4 with cosine annealing, 10 hints of 2 x 2; "
                      "Swin-T's configuration for Ours-T)",
            "values": {"data.size": 224, "model.image_size": 224, "model.arch": "T", "model.window": 7,
@@ -345,9 +377,14 @@ OURS: dict[str, dict[str, str]] = {
                 "model.global_cache": "off"},
     "jiang": {"model.width": "Zhang et al.'s widths",
               "train.batch_size": "ours", "train.weight_decay": "none", "train.min_lr_ratio": "unused at a constant rate",
-              "train.ema_decay": "none", "train.amp": _BF16, "loss.hint_patch": "ours (Zhang et al. use 1-9 px)",
+              "train.ema_decay": "none", "train.amp": _BF16,
               "model.attention_after": "ours: which of Zhang et al.'s blocks get attention", "model.scales": "ours",
               "data.train_images": _DATA, "data.val_images": _DATA},
+    "zhang2017": {"model.width": "Zhang et al.'s widths",
+                  "train.batch_size": "ours", "train.weight_decay": "none", "train.min_lr_ratio": "unused at a constant rate",
+                  "train.ema_decay": "none", "train.amp": _BF16, "loss.hint_patch": "ours (Zhang et al. use 1-9 px)",
+                  "model.attention_after": "unused without attention", "model.scales": "unused without attention",
+                  "data.train_images": _DATA, "data.val_images": _DATA},
     "li": {"train.steps": "ours", "train.batch_size": "ours", "train.betas": "AdamW's defaults",
            "train.weight_decay": "Swin's (0.05)", "train.warmup_steps": "Swin's practice", "train.min_lr_ratio": "ours",
            "train.ema_decay": "none", "train.amp": _BF16, "loss.delta": "Huber's delta 1 (the paper's loss, delta not given)",

@@ -207,13 +207,14 @@ def click_to_pixel(x: float, y: float, shown_width: float, shown_height: float,
 def hint_capable_runs(runs_dir: str | os.PathLike = "runs") -> dict[str, Path]:
     """{label: checkpoint} for every checkpoint.pt under `runs_dir` whose model takes hints, by label.
 
-    The label is the folder relative to `runs_dir` ("06_jiang_smsanet/smsa_huber_course_photos");
+    The label is the folder relative to `runs_dir` ("07_li_dual_local_attention/li_T_course_photos");
     a relative `runs_dir` is taken from the project root, as `colorkit.runs.run_dir` does. Only the
     stored config is looked at (no model is built); the model is the one `colorkit.load` picks.
     An unreadable checkpoint, or one of a model this version does not know, is skipped with a warning.
     """
     from colorkit.inference import checkpoint_model_name
     from colorkit.models import _REGISTRY, registered
+    from colorkit.models.jiang import legacy_config
     from colorkit.runs import resolve_out
     from colorkit.train import load_checkpoint
 
@@ -227,11 +228,13 @@ def hint_capable_runs(runs_dir: str | os.PathLike = "runs") -> dict[str, Path]:
             warnings.warn(f"skipping {path}: {err}", stacklevel=2)
             continue
         try:
-            config = models[checkpoint_model_name(models, path)].get("config")
+            chosen = models[checkpoint_model_name(models, path)]
         except ValueError:                   # several models and no default: `load` needs name=
             continue
+        config = chosen.get("config")
         if not config:
             continue
+        config = legacy_config(config, chosen.get("state") or {})
         cls = _REGISTRY.get(config.get("name"))
         if cls is None:
             warnings.warn(f"skipping {path}: unknown model {config.get('name')!r}", stacklevel=2)
@@ -244,7 +247,7 @@ def hint_capable_runs(runs_dir: str | os.PathLike = "runs") -> dict[str, Path]:
 class HintSession:
     """An image, its hints (with an undo history) and the hint-capable models to colorize it with.
 
-        session = HintSession(gray, {"smsa": "runs/06_jiang_smsanet/smsa/checkpoint.pt", "mine": model})
+        session = HintSession(gray, {"zhang": "runs/07_li_dual_local_attention/zhang2017_course_photos/checkpoint.pt", "mine": model})
         session.add(12, 40, "#ff8800"); session.undo(); session.clear(); session.undo()
         rgb = session.render()                   # colorkit.colorize(model, image, hints)
 

@@ -21,7 +21,7 @@ from colorkit.models import build
 from colorkit.train import Trainer, TrainConfig, supervised_step
 from colorkit.widgets import HintSession, click_to_pixel, hint_capable_runs, hint_widget, parse_hints
 
-TINY = {"name": "jiang", "width": 4, "image_size": 32, "attention": None}       # takes hints
+TINY = {"name": "zhang2017", "width": 4, "image_size": 32}       # takes hints
 NO_HINTS = {"name": "baseline", "width": 4, "depth": 2, "image_size": 32}
 GRAY = (np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)        # H = 40, W = 30
 RED, GREEN = (255, 0, 0), (0, 255, 0)

@@ -1,5 +1,6 @@
-"""Saliency for the salient loss: the spectral residual finds a bright disc, stays in [0, 1], keeps
-any shape and is deterministic; the foreground map; the pluggable source with a TorchScript round trip."""
+"""Saliency for the salient loss: the spectral residual (an option) finds a bright disc, stays in [0, 1],
+keeps any shape and is deterministic; the foreground map; the pluggable source with a TorchScript round
+trip; the default frequency-tuned saliency reads color, so phi(prediction) differs from phi(truth)."""
 
 import pytest
 import torch

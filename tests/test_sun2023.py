@@ -108,7 +108,7 @@ def test_masked_block_output_at_j_ignores_inputs_after_j(gen, axis, fast):
             torch.testing.assert_close(changed[:, :j + 1], out[:, :j + 1], atol=1e-6, rtol=0)
 
 
-def test_block_is_eq5_pre_norm_and_context_conditions_it(gen):
+def test_block_is_eq5_pre_norm(gen):
     block = randomized(AxialBlock(8, 2, "row", relative_bias=False))
     x = torch.randn(2, 3, 4, 8, generator=gen)
     # x' = MSA(LN(x)) + x ;  x^ = MLP(LN(x')) + x'                          (eq. 5)
@@ -118,15 +118,57 @@ def test_block_is_eq5_pre_norm_and_context_conditions_it(gen):
     assert unmasked.bias.table.shape == (2, 5)
     x = torch.randn(2, 3, 4, 8, generator=gen)
     assert not torch.allclose(unmasked(x)[:, 0], unmasked(torch.cat([x[:, :1], x[:, 1:].flip(-1)], 1))[:, 0])  # unmasked: row 0 sees rows below
-    conditioned = AxialBlock(8, 2, "row", context_dim=5)
-    c = torch.randn(2, 3, 4, 5, generator=gen)
-    torch.testing.assert_close(conditioned(x, context=c), conditioned(x, context=c * 0))   # zero-initialised
-    randomized(conditioned)
-    assert not torch.allclose(conditioned(x, context=c), conditioned(x, context=c * 0))
+
+
+def coltran_block_by_hand(block, x, c, p):
+    """ColTran's conditioned layer (sec. 4.1) written out with plain tensor math, rows as sequences."""
+    n, d = x.shape[-1], block.attn.head_dim
+    ln = lambda t: torch.nn.functional.layer_norm(t, (n,))
+    weights = block.pool_logits[:p.shape[1], :p.shape[2]].flatten().softmax(0)
+    pooled = (p.flatten(1, 2) * weights[None, :, None]).sum(1)                          # (B, Cp)
+    s1, t1, s2, t2 = (u[:, None, None] for u in block.ln_condition(pooled).chunk(4, -1))
+    h = ln(x) * (1 + s1) + t1                                                            # cLN
+    qkv = h @ block.attn.qkv.weight.T + block.attn.qkv.bias
+    sq, tq = (c @ block.attn_condition.weight.T + block.attn_condition.bias).chunk(2, -1)
+    qkv = qkv * (1 + sq) + tq                                                            # cAtt
+    q, k, v = (t.unflatten(-1, (block.attn.heads, d)) for t in qkv.chunk(3, -1))        # (B, H, W, heads, d)
+    scores = torch.einsum("bhigd,bhjgd->bhgij", q, k) / d ** 0.5                        # along each row
+    out = torch.einsum("bhgij,bhjgd->bhigd", scores.softmax(-1), v).flatten(-2)
+    x = x + block.attn.proj(out)
+    m = block.mlp(ln(x) * (1 + s2) + t2)
+    sm, tm = (c @ block.mlp_condition.weight.T + block.mlp_condition.bias).chunk(2, -1)
+    return x + m * (1 + sm) + tm                                                         # cMLP
+
+
+def test_coltran_conditioning_matches_its_equations_and_starts_as_the_plain_block(gen):
+    x = torch.randn(2, 3, 4, 8, generator=gen)
+    c, p = torch.randn(2, 3, 4, 5, generator=gen), torch.randn(2, 6, 7, 6, generator=gen)
+    plain = AxialBlock(8, 2, "row", relative_bias=False, max_len=8)
+    conditioned = AxialBlock(8, 2, "row", relative_bias=False, max_len=8, context_dim=5, pooled_dim=6,
+                             conditional_attention=True)
+    conditioned.load_state_dict(plain.state_dict(), strict=False)       # the shared weights
+    with torch.no_grad():
+        torch.testing.assert_close(conditioned(x, context=c, pooled=p), plain(x))   # zero-initialised
+        torch.testing.assert_close(conditioned.pool(p), p.mean(dim=(1, 2)))         # uniform spatial weights at start
+        randomized(conditioned)
+        torch.testing.assert_close(conditioned(x, context=c, pooled=p), coltran_block_by_hand(conditioned, x, c, p),
+                                   atol=1e-5, rtol=1e-5)
+        out = conditioned(x, context=c, pooled=p)
+        assert not torch.allclose(conditioned(x, context=c * 0, pooled=p), out)
+        assert not torch.allclose(conditioned(x, context=c, pooled=p * 0), out)
+        # the pooled context is one vector per image: pixels far apart get the same cLN scale
+        moved = p.clone(); moved[:, 5, 6] += 1.0
+        assert not torch.allclose(conditioned(x, context=c, pooled=moved), out)
     with pytest.raises(ValueError, match="context"):
-        conditioned(x)
+        conditioned(x, pooled=p)
+    with pytest.raises(ValueError, match="pooled"):
+        conditioned(x, context=c)
+    with pytest.raises(ValueError, match="pooled must be"):
+        conditioned(x, context=c, pooled=torch.randn(2, 9, 9, 6))
     with pytest.raises(ValueError, match="context"):
-        block(x, context=c)
+        plain(x, context=c)
+    with pytest.raises(ValueError, match="conditional_attention needs"):
+        AxialBlock(8, 2, conditional_attention=True)
 
 
 # --- the model: shapes, causality, loss ----------------------------------------------------------

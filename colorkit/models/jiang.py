@@ -1,11 +1,18 @@
-"""Jiang et al.: SMSANet, stacked multi-scale attention inside Zhang et al.'s user-guided network.
+"""Jiang et al.: SMSANet, stacked multi-scale attention for automatic colorization; Zhang et al.'s network.
 
 "Stacked multi-scale attention network for image colorization" (Jiang, Xu, Xia, Yang, Huang, Huang)
-takes BaseNet, the network of Zhang et al. 2017 ("Real-time user-guided image colorization with
-learned deep priors"), and adds attention modules between its feature extraction and its
-reconstruction (their Fig. 1), trained with a Huber loss plus a salient loss:
+colorizes from L alone (sec. 2.1: "our model takes in a grayscale image L"). Its BaseNet is the
+network of Zhang et al. 2017 ("Real-time user-guided image colorization with learned deep priors")
+without the hint input; SMSANet adds attention modules between its feature extraction and its
+reconstruction (their Fig. 1), trained with a Huber loss plus a salient loss. Two registered models:
 
-    input  [L; ab hints; hint mask]                                   (B, 4, H, W)
+    "jiang"      BaseNet / SMSANet: input (L - 50) / 100                          (B, 1, H, W)
+    "zhang2017"  Zhang et al.'s user-guided network: [L; ab hints; hint mask]       (B, 4, H, W)
+                 (the reference of notebook 07; no hints = zeros = automatic colorization)
+
+Both share the layout below:
+
+    input                                                             (B, 1 or 4, H, W)
     conv1  2 x conv 3x3, C                 (full res)                 (B, C, H, W)      -> shortcut to conv10
     conv2  2 x conv 3x3, 2C                (1/2)                      (B, 2C, H/2, W/2) -> shortcut to conv9
     conv3  3 x conv 3x3, 4C                (1/4)                      (B, 4C, H/4, W/4) -> shortcut to conv8
@@ -37,15 +44,23 @@ otherwise frequency-tuned saliency in Lab (colorkit.saliency; it reads color, so
 differ where the prediction gets an object's color wrong), computed on the true and on the predicted
 RGB images (without gradient: the detector is frozen, the map only weighs the pixels).
 
-Hints, as Zhang et al. train (sec. 3.2 of their paper): every training image gets a geometric
+Hints, for "zhang2017" only, as Zhang et al. train (sec. 3.2 of their paper): every training image gets a geometric
 number of hints (P(K = k) = (1 - p)^k p, p = 1/8, so about one image in eight gets none and is
 colorized automatically), each a small square carrying its mean true ab. Zhang et al. draw the
 positions from a Gaussian around the centre; we draw them uniformly, so training sees the same
-kind of hints as the hint curves that notebooks 06 and 07 share.
+kind of hints as the hint curves of notebook 07.
+
+Zhang et al.'s released weights (their PyTorch port's `siggraph17-df00044c.pth`, width 64) load from
+a local file with `load_zhang_weights`: every layer maps one to one onto this layout, the attention
+modules keep their initialization, the classification head is dropped, and the automatic BaseNet
+takes the L column of conv1's first kernel: with no hints, the ab and mask inputs are zeros, so this
+is exactly Zhang et al.'s network run without hints (the row of Jiang et al.'s Table 1).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -56,7 +71,8 @@ from colorkit.color import lab_to_rgb
 from colorkit.data import geometric_hint_counts, sample_hints
 from colorkit.models import Colorizer, hint_inputs, pad_to_multiple, register
 
-__all__ = ["BaseNet", "huber_loss", "salient_loss", "make_smsanet_step", "ATTENTIONS", "AB_SCALE", "HINT_P"]
+__all__ = ["BaseNet", "UserGuidedNet", "huber_loss", "salient_loss", "make_smsanet_step", "load_zhang_weights",
+           "ATTENTIONS", "AB_SCALE", "HINT_P"]
 
 AB_SCALE = 110.0
 HINT_P = 1 / 8                     # Zhang et al.: geometric number of hints, p = 1/8
@@ -85,13 +101,12 @@ def _attention_module(kind: str, channels: int, scales: int) -> nn.Module:
 
 @register("jiang")
 class BaseNet(Colorizer):
-    """Zhang et al.'s user-guided network, with optional attention after conv5-7 (SMSANet when "smsa").
-
-    forward(L, *, hint_ab=None, hint_mask=None) -> ab (B, 2, H, W); no hints = automatic colorization.
+    """Jiang et al.'s BaseNet (Zhang et al.'s network on L alone), with optional attention after
+    conv5-7 (SMSANet when "smsa"). Automatic: forward(L) -> ab (B, 2, H, W).
     Any H, W (padded by edge replication to a multiple of 8, cropped back).
     """
 
-    takes_hints = True
+    takes_hints = False
 
     def __init__(self, width: int = 64, image_size: int = 64, attention: str | None = None,
                  attention_after: Sequence[int] = [5, 6, 7], scales: int = 3):   # a list: configs are JSON
@@ -103,7 +118,7 @@ class BaseNet(Colorizer):
         self.image_size, self.attention_kind = image_size, attention
         self.attention_after = tuple(sorted(attention_after)) if attention else ()
         c = width
-        self.conv1 = _block(4, c, 2)
+        self.conv1 = _block(4 if self.takes_hints else 1, c, 2)
         self.conv2 = _block(c, 2 * c, 2)
         self.conv3 = _block(2 * c, 4 * c, 3)
         self.conv4 = _block(4 * c, 8 * c, 3)
@@ -120,13 +135,18 @@ class BaseNet(Colorizer):
         self.head = nn.Conv2d(2 * c, 2, 1)
 
     def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
-        return hint_inputs(L, hint_ab, hint_mask, model="jiang")                 # (B, 4, H, W)
+        if not isinstance(L, Tensor) or L.dim() != 4 or L.shape[1] != 1:
+            raise ValueError(f"jiang: L must be shaped (B, 1, H, W), got {tuple(L.shape) if isinstance(L, Tensor) else L!r}")
+        if hint_ab is not None or hint_mask is not None:
+            raise ValueError("jiang: BaseNet / SMSANet colorize from L alone and take no hints; "
+                             "Zhang et al.'s user-guided network is the model 'zhang2017'")
+        return (L - 50.0) / 100.0                                         # (B, 1, H, W)
 
     def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None,
                 return_maps: bool = False):
         """ab (B, 2, H, W); with `return_maps`, also {block: the attention module's maps} (SMSA only)."""
         h, w = L.shape[-2:]
-        x = pad_to_multiple(self._inputs(L, hint_ab, hint_mask), 8)       # (B, 4, H', W')
+        x = pad_to_multiple(self._inputs(L, hint_ab, hint_mask), 8)       # (B, 1 or 4, H', W')
         conv1 = self.conv1(x)                                             # (B, C, H, W)
         conv2 = self.conv2(conv1[..., ::2, ::2])                          # (B, 2C, H/2, W/2)
         conv3 = self.conv3(conv2[..., ::2, ::2])                          # (B, 4C, H/4, W/4)
@@ -153,6 +173,93 @@ class BaseNet(Colorizer):
         return module(y)
 
 
+@register("zhang2017")
+class UserGuidedNet(BaseNet):
+    """Zhang et al. 2017's user-guided network: BaseNet's layout on [L; ab hints; hint mask].
+
+    forward(L, *, hint_ab=None, hint_mask=None) -> ab (B, 2, H, W); no hints = automatic colorization.
+    Attention slots work as in BaseNet (None by default: Zhang et al.'s network has none).
+    """
+
+    takes_hints = True
+
+    def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
+        return hint_inputs(L, hint_ab, hint_mask, model="zhang2017")            # (B, 4, H, W)
+
+
+def legacy_config(config: dict, state: dict) -> dict:
+    """A checkpoint saved before SMSANet became automatic: "jiang" with a 4-channel conv1 is Zhang
+    et al.'s user-guided network, so it is rebuilt as "zhang2017" (its weights fit unchanged)."""
+    weight = state.get("conv1.0.weight")
+    if config.get("name") == "jiang" and isinstance(weight, Tensor) and weight.dim() == 4 and weight.shape[1] == 4:
+        return {**config, "name": "zhang2017"}
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Zhang et al.'s released weights
+# ---------------------------------------------------------------------------------------------
+
+def _zhang_key_map(model: BaseNet) -> dict[str, str]:
+    """{key in Zhang et al.'s state dict: key in ours}. Their blocks model1-7 hold the same
+    [conv, ReLU]* + BN sequence as our conv1-7; model8-9 start with a ReLU (ours: ReLU + block);
+    model10 is ReLU, conv, LeakyReLU like ours; model_out's 1x1 conv is our head."""
+    ours = model.state_dict()
+    mapping: dict[str, str] = {}
+    for key in ours:
+        top, rest = key.split(".", 1)
+        if top.startswith("conv") and top[4:] in "1234567" and len(top) == 5:
+            mapping[f"model{top[4:]}.{rest}"] = key
+        elif top in ("conv8", "conv9") and rest.startswith("1."):        # ReLU, then the block
+            index, tail = rest[2:].split(".", 1)
+            mapping[f"model{top[4:]}.{int(index) + 1}.{tail}"] = key
+        elif top == "conv10":
+            mapping[f"model10.{rest}"] = key
+        else:
+            theirs = {"up8": "model8up.0", "short3": "model3short8.0", "up9": "model9up.0", "short2": "model2short9.0",
+                      "up10": "model10up.0", "short1": "model1short10.0", "head": "model_out.0"}.get(top)
+            if theirs:
+                mapping[f"{theirs}.{rest}"] = key
+    return mapping
+
+
+def load_zhang_weights(model: BaseNet, path: str | os.PathLike) -> BaseNet:
+    """Load Zhang et al.'s released network (a PyTorch state dict, e.g. `siggraph17-df00044c.pth`) from
+    a local file into `model` (BaseNet, SMSANet or UserGuidedNet of the same width); in place.
+
+    Every layer of ours except the attention modules must be in the file with the same shape; an
+    automatic model takes conv1's L column (see the module docstring). Nothing is downloaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Zhang et al.'s weights: no file {str(path)!r} (their siggraph17 .pth, downloaded by you)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"Zhang et al.'s weights: cannot read {str(path)!r} as a torch state dict "
+                         f"({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"Zhang et al.'s weights: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+    ours = model.state_dict()
+    loaded: dict[str, Tensor] = {}
+    for theirs, key in _zhang_key_map(model).items():
+        if theirs not in state:
+            raise ValueError(f"Zhang et al.'s weights: {str(path)!r} has no {theirs!r} (for our {key!r}); "
+                             "is it their siggraph17 network?")
+        value = state[theirs]
+        if key == "conv1.0.weight" and not model.takes_hints and value.dim() == 4 and value.shape[1] == 4:
+            value = value[:, :1]                      # the L column: hints and mask are zeros without hints
+        if tuple(value.shape) != tuple(ours[key].shape):
+            raise ValueError(f"Zhang et al.'s weights: {theirs!r} in {str(path)!r} is {tuple(value.shape)}, our {key!r} "
+                             f"is {tuple(ours[key].shape)} (their network has width 64: build the model with width=64)")
+        loaded[key] = value.to(ours[key].dtype)
+    missing = [k for k in ours if k not in loaded and not k.startswith("attention.")]
+    if missing:
+        raise ValueError(f"Zhang et al.'s weights: nothing in {str(path)!r} for our {missing[:3]}")
+    model.load_state_dict(loaded, strict=False)
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
 # Losses (eq. 5-7) and the training step
 # ---------------------------------------------------------------------------------------------
@@ -169,20 +276,26 @@ def salient_loss(pred_ab: Tensor, true_ab: Tensor, pred_foreground: Tensor, true
 
 def make_smsanet_step(saliency=None, *, alpha: float = 1.0, hint_p: float = HINT_P, max_hints: int = 50,
                       hint_patch: int = 2):
-    """The training step: sample hints, predict, L_huber + alpha L_sal (alpha = 0: Huber only).
+    """The training step: predict, L_huber + alpha L_sal (alpha = 0: Huber only). A model that takes
+    hints (Zhang et al.'s "zhang2017") gets a geometric number of hints per image; BaseNet and
+    SMSANet ("jiang") see L alone.
 
     `saliency`: rgb (B, 3, H, W) -> binary foreground map (B, 1, H, W) (colorkit.saliency); None
-    builds the spectral-residual stand-in on first use. Hints are drawn from the engine's seeded
-    torch RNG, so a resumed run draws the same hints.
+    builds the default detector (`saliency.saliency_source()`: frequency-tuned in Lab) on first use.
+    Hints are drawn from the engine's seeded torch RNG, so a resumed run draws the same hints.
     """
 
     state: dict[str, Any] = {"saliency": saliency}
 
     def step(ctx, batch) -> dict[str, Tensor]:
         L, ab = batch["L"], batch["ab"]                                   # (B, 1, H, W), (B, 2, H, W)
-        counts = geometric_hint_counts(L.shape[0], p=hint_p, max_hints=max_hints)
-        hints = sample_hints(ab, counts.tolist(), patch=hint_patch)            # the engine-seeded torch RNG
-        pred = ctx.models["model"](L, hint_ab=hints["hint_ab"], hint_mask=hints["hint_mask"])
+        model = ctx.models["model"]
+        if model.takes_hints:
+            counts = geometric_hint_counts(L.shape[0], p=hint_p, max_hints=max_hints)
+            hints = sample_hints(ab, counts.tolist(), patch=hint_patch)        # the engine-seeded torch RNG
+            pred = model(L, hint_ab=hints["hint_ab"], hint_mask=hints["hint_mask"])
+        else:
+            pred = model(L)                                               # automatic: L alone
         loss_huber = huber_loss(pred, ab)                                 # eq. 5
         losses = {"loss_huber": loss_huber}
         loss = loss_huber
@@ -203,3 +316,4 @@ def make_smsanet_step(saliency=None, *, alpha: float = 1.0, hint_p: float = HINT
 
 
 BaseNet.training_step = staticmethod(make_smsanet_step(alpha=1.0))
+UserGuidedNet.training_step = staticmethod(make_smsanet_step(alpha=0.0))      # Zhang et al.: Huber alone

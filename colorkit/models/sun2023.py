@@ -20,6 +20,14 @@ mixes (unmasked along the row, masked down the column) only rows < i. shift_righ
 (i, j-1) at (i, j), so the inner decoder's masked row attention at (i, j) sees only (i, < j).
 Together h_ij depends on exactly the pixels before (i, j) in raster order (and all of x).
 
+How the decoders are conditioned (ColTran sec. 4.1, `colorkit.attention.AxialBlock`):
+    outer decoder   cLN from z pooled over the image, cAtt and cMLP from z at each pixel
+    inner decoder   cLN from z pooled over the image, cMLP from [z; o] at each pixel
+                    (no cAtt, as ColTran's inner decoder)
+The pooled context is z alone in both, as in ColTran: z depends only on the gray image, while a
+mean over o would mix in rows below i, which have seen colors not yet drawn, and break the raster
+order above. Per-pixel [z; o] is safe: o_ij depends on rows < i only.
+
 Loss (eq. 7-8): L_c = -[lambda log P_c + (1 - lambda) log P~_c], lambda = 0.99, reported in bits
 per dimension: the mean over pixels of -log2 p. We count one dimension per pixel (one 512-way
 symbol = 3 channels x 3 bits), so a uniform guess costs log2(512) = 9 bits/dim; ColTran counts
@@ -98,9 +106,10 @@ class ColorTransformer(Colorizer):
         self.image_size, self.decoder_weight = image_size, decoder_weight
         self.decode, self.temperature, self.sample_seed = decode, temperature, sample_seed
 
-        def block(axis: str, causal: bool = False, context: bool = False) -> AxialBlock:
+        def block(axis: str, causal: bool = False, context_dim: int | None = None, attention: bool = False) -> AxialBlock:
             return AxialBlock(dim, heads, axis, mlp_ratio=mlp_ratio, relative_bias=relative_bias, max_len=image_size,
-                              causal=causal, context_dim=dim if context else None)
+                              causal=causal, context_dim=context_dim, pooled_dim=dim if context_dim else None,
+                              conditional_attention=attention)
 
         # grayscale encoder: gray level -> dim, then unmasked row and column attention
         self.gray_embed = nn.Embedding(GRAY_LEVELS, dim)
@@ -112,11 +121,11 @@ class ColorTransformer(Colorizer):
         self.encoder_norm = nn.LayerNorm(dim)
         # one color embedding E, used by both decoders
         self.color_embed = nn.Embedding(PALETTE_SIZE, dim)
-        # outer decoder: unmasked row + masked column attention, conditioned on z
-        self.outer = nn.ModuleList(block(axis, causal=(axis == "column"), context=True)
+        # outer decoder: unmasked row + masked column attention; cLN (pooled z), cAtt and cMLP (z)
+        self.outer = nn.ModuleList(block(axis, causal=(axis == "column"), context_dim=dim, attention=True)
                                    for _ in range(outer_depth) for axis in ("row", "column"))
-        # inner decoder: masked row attention, conditioned on the outer decoder's output
-        self.inner = nn.ModuleList(block("row", causal=True, context=True) for _ in range(inner_depth))
+        # inner decoder: masked row attention; cLN (pooled z) and cMLP ([z; o] per pixel)
+        self.inner = nn.ModuleList(block("row", causal=True, context_dim=2 * dim) for _ in range(inner_depth))
         self.decoder_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, PALETTE_SIZE))
         self.aux_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, PALETTE_SIZE))
         for head in (self.decoder_head, self.aux_head):   # start at the uniform guess: 9 bits/dim
@@ -154,18 +163,21 @@ class ColorTransformer(Colorizer):
         o = shift_down(self.color_embed(palette_index)) + z  # (B, H, W, C)
         for layer in self.outer:
             # row layers: unmasked (all of the row above); column layers: masked (rows above only)
-            o = layer(o, context=z)
+            o = layer(o, context=z, pooled=z)
         return o
 
-    def inner_decoder(self, o: Tensor, palette_index: Tensor) -> Tensor:
-        """o (B, H, W, C), colors (B, H, W) -> h (B, H, W, C); h_ij depends on (i, < j) and o_i only.
+    def inner_decoder(self, o: Tensor, palette_index: Tensor, z: Tensor, pooled: Tensor | None = None) -> Tensor:
+        """o, z (B, H, W, C), colors (B, H, W) -> h (B, H, W, C); h_ij depends on (i, < j), o_i, z_i only.
 
-        Works on any number of rows and any prefix of columns (all rows are independent).
+        Works on any number of rows and any prefix of columns (all rows are independent): then z
+        is cut like o, and `pooled` is the whole image's z (the cLN's context; default z).
         """
         # pixel (i, j) sees the color of (i, j - 1): the shift that makes the inner decoder causal
         h = shift_right(self.color_embed(palette_index)) + o  # (B, H, W, C)
+        context = torch.cat([z, o], dim=-1)                   # (B, H, W, 2 C): ColTran's cMLP context
         for layer in self.inner:
-            h = layer(h, context=o)  # masked row attention: (i, j) sees (i, <= j) of the shifted row
+            # masked row attention: (i, j) sees (i, <= j) of the shifted row
+            h = layer(h, context=context, pooled=z if pooled is None else pooled)
         return h
 
     # --- the distributions -----------------------------------------------------------------------
@@ -178,7 +190,7 @@ class ColorTransformer(Colorizer):
         self._check_L(L)
         self._check_index(L, palette_index)
         z = self.encode(L)
-        h = self.inner_decoder(self.outer_decoder(z, palette_index), palette_index)
+        h = self.inner_decoder(self.outer_decoder(z, palette_index), palette_index, z)
         dec = self.decoder_head(h).permute(0, 3, 1, 2)           # (B, 512, H, W)
         aux = self.aux_head(z).permute(0, 3, 1, 2)               # (B, 512, H, W)
         return dec, aux
@@ -256,9 +268,10 @@ class ColorTransformer(Colorizer):
             for j in range(width):
                 if cached:
                     # (i, j) of the inner decoder needs (i, <= j) of the canvas (< j after the shift)
-                    h = self.inner_decoder(o_row[:, :, :j + 1], canvas[:, i:i + 1, :j + 1])[:, 0, j]  # (B, C)
+                    h = self.inner_decoder(o_row[:, :, :j + 1], canvas[:, i:i + 1, :j + 1],
+                                           z[:, i:i + 1, :j + 1], pooled=z)[:, 0, j]           # (B, C)
                 else:
-                    h = self.inner_decoder(self.outer_decoder(z, canvas), canvas)[:, i, j]          # (B, C)
+                    h = self.inner_decoder(self.outer_decoder(z, canvas), canvas, z)[:, i, j]    # (B, C)
                 logits = self.decoder_head(h)                            # (B, 512)
                 canvas[:, i, j] = draw(logits, uniforms[:, i, j], temperature)
         return canvas
