@@ -97,7 +97,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["features", "PretrainedFeatures", "EfficientNetLite0", "VGG16", "InceptionV3", "InceptionResNetV2",
+__all__ = ["features", "read_state_dict", "PretrainedFeatures", "EfficientNetLite0", "VGG16", "InceptionV3", "InceptionResNetV2",
            "weights_file", "from_checkpoint", "NETWORKS", "LAYERS", "DEFAULT", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 DEFAULT = "efficientnet-lite0"
@@ -715,13 +715,7 @@ class PretrainedFeatures(nn.Module):
         self.source = "weights from the checkpoint"
         if not _SKIP_WEIGHTS:
             path = weights_file(network, weights)
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:
-                raise ValueError(f"{network}: cannot read {str(path)!r} as a torch state dict "
-                                 f"({type(err).__name__}: {err})") from None
-            if not isinstance(state, dict):
-                raise ValueError(f"{network}: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+            state = read_state_dict(path, network)
             if network == "efficientnet-lite0":
                 self.net.load_package_weights(state)
                 digest = _sha256(path)
@@ -761,6 +755,19 @@ class PretrainedFeatures(nn.Module):
                               antialias=True)                                # (B, 3, size, size)
         x = (x - self.mean) / self.std
         return self.net.taps(x, set(self.layers))
+
+
+def read_state_dict(path: str | os.PathLike, who: str) -> dict[str, Tensor]:
+    """A weights file read safely (torch.load with weights_only=True) -> its state dict; anything
+    else is a ValueError that names `who` wanted it and the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{who}: cannot read {str(path)!r} as a torch state dict "
+                         f"({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{who}: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+    return state
 
 
 def features(network: str = DEFAULT, layers: Sequence[str] = ("pool",), *, size: int | None = None,

@@ -233,13 +233,9 @@ def load_zhang_weights(model: BaseNet, path: str | os.PathLike) -> BaseNet:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Zhang et al.'s weights: no file {str(path)!r} (their siggraph17 .pth, downloaded by you)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"Zhang et al.'s weights: cannot read {str(path)!r} as a torch state dict "
-                         f"({type(err).__name__}: {err})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"Zhang et al.'s weights: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+    from colorkit.pretrained import read_state_dict
+
+    state = read_state_dict(path, "Zhang et al.'s weights")
     ours = model.state_dict()
     loaded: dict[str, Tensor] = {}
     for theirs, key in _zhang_key_map(model).items():
