@@ -88,7 +88,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 32,
 # Hints: the same seeded hints for every method, and PSNR against their number
 # ---------------------------------------------------------------------------------------------
 
-HINT_SEED = 1  # fixed: notebooks 06 and 07 give every method the same hints
+HINT_SEED = 1  # fixed: notebook 07 gives every method the same hints
 
 
 def fixed_hints(rgb: torch.Tensor, count: int, *, patch: int = 2, seed: int = HINT_SEED) -> dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ images of 64 x 64, 2 x 2 hints from `evaluate.fixed_hints`; at 10 hints: photos 
 is factorised once (SuperLU) and reused for the a and the b channel. Images without any hint come
 back gray (ab = 0).
 
-`levin_colorize` is the non-learned reference of notebooks 06 and 07: a learned model that cannot
+`levin_colorize` is the non-learned reference of notebook 07: a learned model that cannot
 beat it at ten hints has not learned to propagate hints.
 """
 

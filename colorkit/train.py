@@ -671,7 +671,8 @@ class Trainer:
                 problems.append(f"{bad} (a checkpoint from before colorkit refused to save non-finite weights)")
         if problems:
             raise ValueError(f"cannot resume from {self.checkpoint_path}:\n  - " + "\n  - ".join(problems)
-                             + "\nPass resume=False (overwrites it) or choose another out_dir.")
+                             + f"\n(a run made by other code or settings). Delete {self.checkpoint_path.parent} to "
+                             "train afresh, pass resume=False (overwrites it) or choose another out_dir.")
 
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
         self._check_compatible(ckpt)

@@ -255,6 +255,12 @@ def test_zhangs_released_weights_reproduce_their_network_with_and_without_hints(
         torch.testing.assert_close(basenet(hints["L"]), no_hints, atol=1e-4, rtol=1e-4)
     smsanet = jiang.load_zhang_weights(build(attention="smsa"), path)          # attention keeps its init
     assert torch.equal(smsanet.conv5[0].weight, reference.model5[0].weight)
+    # an export without batch norm's step counters (unused in eval) loads the same
+    state = {k: v for k, v in torch.load(path, weights_only=True).items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "no_counters.pth")
+    again = jiang.load_zhang_weights(build(attention=None), tmp_path / "no_counters.pth").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(hints["L"]), basenet(hints["L"]))
 
 
 def test_zhangs_weights_give_clear_errors(tmp_path):

@@ -239,6 +239,8 @@ def load_zhang_weights(model: BaseNet, path: str | os.PathLike) -> BaseNet:
     ours = model.state_dict()
     loaded: dict[str, Tensor] = {}
     for theirs, key in _zhang_key_map(model).items():
+        if theirs not in state and key.endswith("num_batches_tracked"):
+            continue                                  # a counter some exports leave out; unused in eval
         if theirs not in state:
             raise ValueError(f"Zhang et al.'s weights: {str(path)!r} has no {theirs!r} (for our {key!r}); "
                              "is it their siggraph17 network?")
@@ -249,7 +251,7 @@ def load_zhang_weights(model: BaseNet, path: str | os.PathLike) -> BaseNet:
             raise ValueError(f"Zhang et al.'s weights: {theirs!r} in {str(path)!r} is {tuple(value.shape)}, our {key!r} "
                              f"is {tuple(ours[key].shape)} (their network has width 64: build the model with width=64)")
         loaded[key] = value.to(ours[key].dtype)
-    missing = [k for k in ours if k not in loaded and not k.startswith("attention.")]
+    missing = [k for k in ours if k not in loaded and not k.startswith("attention.") and not k.endswith("num_batches_tracked")]
     if missing:
         raise ValueError(f"Zhang et al.'s weights: nothing in {str(path)!r} for our {missing[:3]}")
     model.load_state_dict(loaded, strict=False)
