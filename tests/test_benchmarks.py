@@ -1,5 +1,6 @@
 """The benchmark scripts still run (their numbers are printed, never asserted)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,13 @@ def test_baseline_features_quick_runs():
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "plain CNN:" in done.stdout and "hypercolumn at 32 px:" in done.stdout and "by true color:" in done.stdout
+
+
+def test_hint_ablation_quick_runs(tmp_path):
+    out = tmp_path / "rows.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hint_ablation.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "mean hint color fill" in done.stdout and "gain at 10" in done.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["recipe"] for r in rows] == ["base", "sparse"] and all(r["train_seconds"] > 0 for r in rows)

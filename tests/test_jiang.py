@@ -299,3 +299,21 @@ def test_psnr_vs_hints_ranks_an_oracle_above_the_mean_hint_color_above_nothing()
     L = lab_batch(rgb)["L"]
     assert torch.equal(evaluate.mean_hint_color(L, torch.zeros(6, 2, 32, 32), torch.zeros(6, 1, 32, 32)),
                        torch.zeros(6, 2, 32, 32))
+
+
+def test_hint_recipes_reach_the_sampler(tmp_path, monkeypatch):
+    """dense_share = 1: every image gets a count from dense_hints; max_patch: patch sides from 1..max_patch."""
+    seen = []
+    real = jiang.sample_hints
+
+    def spy(ab, counts, *, patch):
+        seen.append((list(counts), patch))
+        return real(ab, counts, patch=patch)
+
+    monkeypatch.setattr(jiang, "sample_hints", spy)
+    model = build_zhang()
+    step = jiang.make_smsanet_step(alpha=0.0, dense_share=1.0, dense_hints=(60, 70), max_patch=3)
+    Trainer({"model": model}, step, ToyWorld(32, length=64), TrainConfig(steps=6, batch_size=8, log_every=1, device="cpu"),
+            out_dir=tmp_path).fit()
+    assert len(seen) == 6 and all(60 <= c <= 70 for counts, _ in seen for c in counts)
+    assert {patch for _, patch in seen} <= {1, 2, 3} and len({patch for _, patch in seen}) > 1

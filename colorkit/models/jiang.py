@@ -273,10 +273,15 @@ def salient_loss(pred_ab: Tensor, true_ab: Tensor, pred_foreground: Tensor, true
 
 
 def make_smsanet_step(saliency=None, *, alpha: float = 1.0, hint_p: float = HINT_P, max_hints: int = 50,
-                      hint_patch: int = 2):
+                      hint_patch: int = 2, max_patch: int | None = None, dense_share: float = 0.0,
+                      dense_hints: tuple[int, int] = (50, 400)):
     """The training step: predict, L_huber + alpha L_sal (alpha = 0: Huber only). A model that takes
-    hints (Zhang et al.'s "zhang2017") gets a geometric number of hints per image; BaseNet and
-    SMSANet ("jiang") see L alone.
+    hints (Zhang et al.'s "zhang2017") gets a geometric number of hints per image (p = `hint_p`, at
+    most `max_hints`); BaseNet and SMSANet ("jiang") see L alone.
+
+    Hint recipes to compare (`benchmarks/hint_ablation.py`): `max_patch` draws each batch's patch
+    side uniformly from 1..max_patch (Zhang et al.: 1-9) instead of `hint_patch`; `dense_share` of
+    the images instead get a uniform number of hints in `dense_hints` (a dense reveal).
 
     `saliency`: rgb (B, 3, H, W) -> binary foreground map (B, 1, H, W) (colorkit.saliency); None
     builds the default detector (`saliency.saliency_source()`: frequency-tuned in Lab) on first use.
@@ -289,8 +294,12 @@ def make_smsanet_step(saliency=None, *, alpha: float = 1.0, hint_p: float = HINT
         L, ab = batch["L"], batch["ab"]                                   # (B, 1, H, W), (B, 2, H, W)
         model = ctx.models["model"]
         if model.takes_hints:
-            counts = geometric_hint_counts(L.shape[0], p=hint_p, max_hints=max_hints)
-            hints = sample_hints(ab, counts.tolist(), patch=hint_patch)        # the engine-seeded torch RNG
+            counts = geometric_hint_counts(L.shape[0], p=hint_p, max_hints=max_hints)    # the engine-seeded torch RNG
+            if dense_share:
+                dense = torch.rand(L.shape[0]) < dense_share
+                counts = torch.where(dense, torch.randint(dense_hints[0], dense_hints[1] + 1, (L.shape[0],)), counts)
+            patch = int(torch.randint(1, max_patch + 1, ())) if max_patch else hint_patch
+            hints = sample_hints(ab, counts.tolist(), patch=patch)
             pred = model(L, hint_ab=hints["hint_ab"], hint_mask=hints["hint_mask"])
         else:
             pred = model(L)                                               # automatic: L alone

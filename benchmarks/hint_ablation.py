@@ -1,0 +1,84 @@
+"""Does a hint model learn to use its hints? Zhang et al.'s user-guided network under hint recipes.
+
+    python benchmarks/hint_ablation.py                                  # every recipe, the course preset's budget
+    python benchmarks/hint_ablation.py --steps 800 --variants base sparse
+    python benchmarks/hint_ablation.py --quick                          # seconds, on ToyWorld (the test runs this)
+
+Each recipe trains `zhang2017` from seed 0 through `colorkit.train.Trainer` on the same crops and is
+measured on the shared validation split with the same seeded hints (`evaluate.fixed_hints`, 2 x 2):
+PSNR at 0, 2 and 10 hints, the gain from 0 to 10 hints, and the margin over painting the mean hint
+color everywhere (`evaluate.mean_hint_color`) at 2 and 10 hints. Issue 15's bar for the course: a
+gain of at least 3 dB at 10 hints, and above the fill from 2 hints on. `--json PATH` writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from colorkit import data, evaluate, models, presets, runs, train
+from colorkit.models import jiang
+
+# name: (model changes, training-step options of jiang.make_smsanet_step, Trainer changes)
+RECIPES = {
+    "base": ({}, {}, {}),                                        # the course preset: geometric p = 1/8, 2 x 2
+    "sparse": ({}, {"hint_p": 1 / 20}, {}),                      # more hints per image: mean 19
+    "patch 1-5": ({}, {"max_patch": 5}, {}),                     # Zhang et al.'s varied patch sides (theirs: 1-9)
+    "dense 25 %": ({}, {"dense_share": 0.25}, {}),               # a quarter of the images get 50-400 hints
+    "width 16": ({"width": 16}, {}, {}),                         # twice the course width
+    "lr 5e-4": ({}, {}, {"lr": 5e-4}),                           # a quarter of the course rate
+}
+COUNTS = (0, 2, 10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="photos", help="what to train and validate on (default: the photo corpus)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the course preset's)")
+    parser.add_argument("--variants", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--json", default=None, help="write the rows to this file")
+    parser.add_argument("--quick", action="store_true", help="ToyWorld at 32 px, the smoke preset: checks the code runs")
+    args = parser.parse_args()
+
+    level = "smoke" if args.quick else "course"
+    cfg = presets.preset("zhang2017", level, steps=args.steps)
+    data_name = "toyworld" if args.quick else args.data
+    size = cfg["data"]["size"]
+    variants = args.variants[:2] if args.quick else args.variants
+    train_set = data.open_dataset(data_name, split="train", size=size, length=cfg["data"]["train_images"], seed=0)
+    val_set = evaluate.validation_set(data_name, size=size, count=cfg["data"]["val_images"])
+    val_rgb = torch.stack([val_set[i]["rgb"] for i in range(len(val_set))])
+    fill = evaluate.psnr_vs_hints(evaluate.mean_hint_color, val_rgb, COUNTS)
+    print(f"{cfg['train']['steps']} steps of batch {cfg['train']['batch_size']} on {size}-px crops of {data_name}; "
+          f"{len(val_rgb)} validation crops; mean hint color fill: "
+          + ", ".join(f"{n} hints {fill[n]:.2f} dB" for n in COUNTS), flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in variants:
+            model_changes, step_options, train_changes = RECIPES[name]
+            runs.seed_everything(0)
+            net = models.build({**cfg["model"], **model_changes})
+            started = time.perf_counter()
+            train.Trainer({"model": net}, jiang.make_smsanet_step(alpha=0.0, hint_patch=cfg["loss"]["hint_patch"], **step_options),
+                          train_set, train.TrainConfig(**{**cfg["train"], **train_changes, "log_every": 10_000}),
+                          out_dir=f"{tmp}/{name.replace(' ', '_')}").fit()
+            seconds = time.perf_counter() - started
+            curve = evaluate.psnr_vs_hints(net.eval(), val_rgb, COUNTS)
+            row = {"recipe": name, "train_seconds": round(seconds, 1), **{f"psnr_{n}": round(curve[n], 2) for n in COUNTS},
+                   "gain_10": round(curve[10] - curve[0], 2), "over_fill_2": round(curve[2] - fill[2], 2),
+                   "over_fill_10": round(curve[10] - fill[10], 2)}
+            rows.append(row)
+            print(f"{name:>11}: {seconds:5.0f} s | PSNR " + " ".join(f"{n}:{curve[n]:.2f}" for n in COUNTS)
+                  + f" | gain at 10 {row['gain_10']:+.2f} dB | over the fill at 2 {row['over_fill_2']:+.2f}, "
+                  f"at 10 {row['over_fill_10']:+.2f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"steps": cfg["train"]["steps"], "data": data_name, "fill": fill, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
