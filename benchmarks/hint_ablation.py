@@ -31,6 +31,7 @@ RECIPES = {
     "dense 25 %": ({}, {"dense_share": 0.25}, {}),               # a quarter of the images get 50-400 hints
     "width 16": ({"width": 16}, {}, {}),                         # twice the course width
     "lr 5e-4": ({}, {}, {"lr": 5e-4}),                           # a quarter of the course rate
+    "sparse, width 16": ({"width": 16}, {"hint_p": 1 / 20}, {}),
 }
 COUNTS = (0, 2, 10)
 
