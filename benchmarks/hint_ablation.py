@@ -1,14 +1,17 @@
-"""Does a hint model learn to use its hints? Zhang et al.'s user-guided network under hint recipes.
+"""Does a hint model learn to use its hints? Zhang et al.'s network or Li et al.'s T under hint recipes.
 
-    python benchmarks/hint_ablation.py                                  # every recipe, the course preset's budget
-    python benchmarks/hint_ablation.py --steps 800 --variants base sparse
+    python benchmarks/hint_ablation.py                                  # zhang2017, every recipe, the course budget
+    python benchmarks/hint_ablation.py --model li --variants course "paper: 10 hints"
+    python benchmarks/hint_ablation.py --steps 1600 --variants course
     python benchmarks/hint_ablation.py --quick                          # seconds, on ToyWorld (the test runs this)
 
-Each recipe trains `zhang2017` from seed 0 through `colorkit.train.Trainer` on the same crops and is
+Each recipe trains the model from seed 0 through `colorkit.train.Trainer` on the same crops and is
 measured on the shared validation split with the same seeded hints (`evaluate.fixed_hints`, 2 x 2):
 PSNR at 0, 2 and 10 hints, the gain from 0 to 10 hints, and the margin over painting the mean hint
 color everywhere (`evaluate.mean_hint_color`) at 2 and 10 hints. Issue 15's bar for the course: a
 gain of at least 3 dB at 10 hints, and above the fill from 2 hints on. `--json PATH` writes the rows.
+The course presets' recipes (p = 1/20, 800 steps for zhang2017; p = 1/20, lr 1e-3, 600 steps for
+li) were chosen from these rows.
 """
 
 from __future__ import annotations
@@ -21,17 +24,25 @@ import time
 import torch
 
 from colorkit import data, evaluate, models, presets, runs, train
-from colorkit.models import jiang
+from colorkit.models import jiang, li
 
-# name: (model changes, training-step options of jiang.make_smsanet_step, Trainer changes)
+# name: (model changes, training-step options, Trainer changes), per model
 RECIPES = {
-    "base": ({}, {}, {}),                                        # the course preset: geometric p = 1/8, 2 x 2
-    "sparse": ({}, {"hint_p": 1 / 20}, {}),                      # more hints per image: mean 19
-    "patch 1-5": ({}, {"max_patch": 5}, {}),                     # Zhang et al.'s varied patch sides (theirs: 1-9)
-    "dense 25 %": ({}, {"dense_share": 0.25}, {}),               # a quarter of the images get 50-400 hints
-    "width 16": ({"width": 16}, {}, {}),                         # twice the course width
-    "lr 5e-4": ({}, {}, {"lr": 5e-4}),                           # a quarter of the course rate
-    "sparse, width 16": ({"width": 16}, {"hint_p": 1 / 20}, {}),
+    "zhang2017": {
+        "course": ({}, {}, {}),                                      # the course preset: geometric p = 1/20, 2 x 2
+        "p = 1/8": ({}, {"hint_p": 1 / 8}, {}),                      # Zhang et al.'s p: about 7 hints per image
+        "patch 1-5": ({}, {"max_patch": 5}, {}),                     # Zhang et al.'s varied patch sides (theirs: 1-9)
+        "dense 25 %": ({}, {"dense_share": 0.25}, {}),               # a quarter of the images get 50-400 hints
+        "width 16": ({"width": 16}, {}, {}),                         # twice the course width
+        "lr 5e-4": ({}, {}, {"lr": 5e-4}),                           # a quarter of the course rate
+    },
+    "li": {
+        "course": ({}, {}, {}),                                      # the course preset: p = 1/20, lr 1e-3
+        "paper: 10 hints": ({}, {"hint_p": None}, {}),               # sec. 4.3: 10 hints per image
+        "lr 5e-4": ({}, {}, {"lr": 5e-4}),                           # the paper's rate
+        "lr 2e-3": ({}, {}, {"lr": 2e-3}),
+        "Swin's final LayerNorm": ({"final_norm": "layer"}, {}, {}),  # the collapse (li.py's docstring)
+    },
 }
 COUNTS = (0, 2, 10)
 
@@ -40,16 +51,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="photos", help="what to train and validate on (default: the photo corpus)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the course preset's)")
-    parser.add_argument("--variants", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--model", default="zhang2017", choices=list(RECIPES))
+    parser.add_argument("--variants", nargs="+", default=None, help="recipes to run (default: all of the model's)")
     parser.add_argument("--json", default=None, help="write the rows to this file")
     parser.add_argument("--quick", action="store_true", help="ToyWorld at 32 px, the smoke preset: checks the code runs")
     args = parser.parse_args()
 
     level = "smoke" if args.quick else "course"
-    cfg = presets.preset("zhang2017", level, steps=args.steps)
+    recipes = RECIPES[args.model]
+    unknown = [v for v in args.variants or [] if v not in recipes]
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown} for {args.model}; choose from {list(recipes)}")
+    cfg = presets.preset(args.model, level, steps=args.steps)
     data_name = "toyworld" if args.quick else args.data
     size = cfg["data"]["size"]
-    variants = args.variants[:2] if args.quick else args.variants
+    variants = args.variants or list(recipes)
+    variants = variants[:2] if args.quick else variants
     train_set = data.open_dataset(data_name, split="train", size=size, length=cfg["data"]["train_images"], seed=0)
     val_set = evaluate.validation_set(data_name, size=size, count=cfg["data"]["val_images"])
     val_rgb = torch.stack([val_set[i]["rgb"] for i in range(len(val_set))])
@@ -60,25 +77,33 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in variants:
-            model_changes, step_options, train_changes = RECIPES[name]
+            model_changes, step_options, train_changes = recipes[name]
             runs.seed_everything(0)
             net = models.build({**cfg["model"], **model_changes})
+            loss = cfg["loss"]
+            if args.model == "li":
+                options = {"hints": loss["hints"], "hint_patch": loss["hint_patch"], "delta": loss["delta"],
+                           "hint_p": loss.get("hint_p"), **step_options}
+                step = li.make_li_step(**options)
+            else:
+                options = {"hint_patch": loss["hint_patch"], "hint_p": loss.get("hint_p", jiang.HINT_P), **step_options}
+                step = jiang.make_smsanet_step(alpha=0.0, **options)
             started = time.perf_counter()
-            train.Trainer({"model": net}, jiang.make_smsanet_step(alpha=0.0, hint_patch=cfg["loss"]["hint_patch"], **step_options),
-                          train_set, train.TrainConfig(**{**cfg["train"], **train_changes, "log_every": 10_000}),
-                          out_dir=f"{tmp}/{name.replace(' ', '_')}").fit()
+            train.Trainer({"model": net}, step, train_set,
+                          train.TrainConfig(**{**cfg["train"], **train_changes, "log_every": 10_000}),
+                          out_dir=f"{tmp}/{name.replace(' ', '_').replace('/', '_').replace(':', '')}").fit()
             seconds = time.perf_counter() - started
             curve = evaluate.psnr_vs_hints(net.eval(), val_rgb, COUNTS)
             row = {"recipe": name, "train_seconds": round(seconds, 1), **{f"psnr_{n}": round(curve[n], 2) for n in COUNTS},
                    "gain_10": round(curve[10] - curve[0], 2), "over_fill_2": round(curve[2] - fill[2], 2),
                    "over_fill_10": round(curve[10] - fill[10], 2)}
             rows.append(row)
-            print(f"{name:>11}: {seconds:5.0f} s | PSNR " + " ".join(f"{n}:{curve[n]:.2f}" for n in COUNTS)
+            print(f"{name:>22}: {seconds:5.0f} s | PSNR " + " ".join(f"{n}:{curve[n]:.2f}" for n in COUNTS)
                   + f" | gain at 10 {row['gain_10']:+.2f} dB | over the fill at 2 {row['over_fill_2']:+.2f}, "
                   f"at 10 {row['over_fill_10']:+.2f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": cfg["train"]["steps"], "data": data_name, "fill": fill, "rows": rows}, f, indent=1)
+            json.dump({"model": args.model, "steps": cfg["train"]["steps"], "data": data_name, "fill": fill, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

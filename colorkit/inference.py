@@ -104,8 +104,7 @@ def load(path: str | os.PathLike, *, name: str | None = None, ema: bool = True,
     $COLORKIT_GLOBAL_PATH, never from the checkpoint. A checkpoint whose weights do not fit its
     model, or hold NaN or inf, is an error naming the checkpoint and the first bad tensor.
     """
-    from colorkit.models import _REGISTRY, registered
-    from colorkit.models.jiang import legacy_config
+    from colorkit.models import _REGISTRY, legacy_config, registered
     from colorkit.train import first_nonfinite, load_checkpoint, state_fit_problem
 
     checkpoint = load_checkpoint(path)

@@ -213,8 +213,7 @@ def hint_capable_runs(runs_dir: str | os.PathLike = "runs") -> dict[str, Path]:
     An unreadable checkpoint, or one of a model this version does not know, is skipped with a warning.
     """
     from colorkit.inference import checkpoint_model_name
-    from colorkit.models import _REGISTRY, registered
-    from colorkit.models.jiang import legacy_config
+    from colorkit.models import _REGISTRY, legacy_config, registered
     from colorkit.runs import resolve_out
     from colorkit.train import load_checkpoint
 

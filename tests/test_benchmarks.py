@@ -31,10 +31,12 @@ def test_baseline_features_quick_runs():
 
 
 def test_hint_ablation_quick_runs(tmp_path):
-    out = tmp_path / "rows.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hint_ablation.py"), "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    assert "mean hint color fill" in done.stdout and "gain at 10" in done.stdout
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["recipe"] for r in rows] == ["base", "sparse"] and all(r["train_seconds"] > 0 for r in rows)
+    for model, first_two in (("zhang2017", ["course", "p = 1/8"]), ("li", ["course", "paper: 10 hints"])):
+        out = tmp_path / f"{model}.json"
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hint_ablation.py"), "--quick", "--model", model,
+                               "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert "mean hint color fill" in done.stdout and "gain at 10" in done.stdout
+        report = json.loads(out.read_text())
+        assert report["model"] == model
+        assert [r["recipe"] for r in report["rows"]] == first_two and all(r["train_seconds"] > 0 for r in report["rows"])

@@ -81,6 +81,15 @@ def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, **copy.deepcopy(dict(bound.arguments))}
 
 
+def legacy_config(config: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """The config that rebuilds a checkpoint saved by an older colorkit, read from its weights
+    (`jiang.legacy_config`: a hint-taking "jiang" is "zhang2017"; `li.legacy_config`: Swin's final
+    LayerNorm). A current checkpoint's config comes back unchanged."""
+    _import_model_files()
+    from colorkit.models import jiang, li
+    return li.legacy_config(jiang.legacy_config(config, state), state)
+
+
 def build(config: dict[str, Any]) -> Colorizer:
     """Build a model from {"name": ..., **constructor arguments}; the model keeps the full config as `.config`."""
     full = resolved_config(config)

@@ -15,6 +15,7 @@ stabilizing" conv:
         z''' = FWSA(LN(z'')) + z''                                                           (eq. 8)
         z    = MLP(LN(z''')) + z'''                                                          (eq. 9)
       then patch merging (2 x 2 neighbours concatenated: C_{s+1} = 4 C_s, no 1x1 reduction)
+    final norm (ours: BatchNorm, see below)                                 (B, C_4, H/32, W/32)
     local stabilizing layer                       conv 3x3 at 1/32          (B, C_4, H/32, W/32)
     DUpsampling                                   1x1 conv to 2 * 32^2, rearrange           (B, 2, H, W)
     I_pred = I_g (+) I_ab                                                                    (eq. 5)
@@ -42,6 +43,15 @@ GMACs and 44.1 M. T's compute is 77 %
 below iColoriT-S's 4.95 GFLOPs (the paper: "80 %"); its parameters are 27 % below ViT-S's 22 M
 (the paper: "40 %").
 
+The norm before the stabilizer (the paper names none; Swin ends its encoder in a LayerNorm). With
+Swin's LayerNorm there, our course runs collapsed: within 20 steps the encoder's output became the
+same vector for every image (its spread over a batch fell from 0.57 to 0.02), the prediction one
+constant color, and 10 hints moved it by 0.000 ab units (issue 15; `tests/test_li.py` trains the
+model to paint a flat image in its hints' color, which it could not do). A per-token norm lets the
+stage-4 blocks write one large constant into every token and normalise the image away. A BatchNorm
+over the batch cannot be satisfied that way, so it is the default (`final_norm="batch"`);
+`final_norm="layer"` is Swin's, and what checkpoints saved before it hold.
+
 Training (sec. 4.3): 224 x 224, 10 random 2 x 2 hints per image carrying the mean true ab of their
 patch, Huber loss with delta = 1 on ab in Lab units (eq. 13), AdamW lr 5e-4 with a cosine schedule.
 """
@@ -57,10 +67,10 @@ from torch import Tensor, nn
 from colorkit.attention import MultiHeadAttention, SwinWindowAttention, shifted_window_attention
 from colorkit.clustering import (balanced_binary_clustering, cluster_padding_mask, cluster_windows,
                                  token_brightness, uncluster_windows)
-from colorkit.data import sample_hints
+from colorkit.data import geometric_hint_counts, sample_hints
 from colorkit.models import Colorizer, hint_inputs, pad_to_multiple, register
 
-__all__ = ["ARCHS", "FeatureWindowAttention", "DLSABlock", "PatchMerging", "DualLocalAttentionColorizer",
+__all__ = ["ARCHS", "FINAL_NORMS", "FeatureWindowAttention", "DLSABlock", "PatchMerging", "DualLocalAttentionColorizer",
            "complexity", "make_li_step", "TRAIN_HINTS"]
 
 TRAIN_HINTS = 10                   # sec. 4.3: "10 random points are selected", each 2 x 2 pixels
@@ -71,6 +81,7 @@ ARCHS: dict[str, dict[str, Any]] = {
     "S": {"embed_dim": 12, "depths": [2, 2, 18, 2], "heads": [3, 6, 12, 24]},
 }
 STABILIZERS = ("conv", "linear", "attention", "none")
+FINAL_NORMS = ("batch", "layer")
 SIMILARITIES = ("brightness", "cosine")
 
 
@@ -198,7 +209,8 @@ class DualLocalAttentionColorizer(Colorizer):
     `arch` "T" or "S" (ARCHS); `embed_dim`, `depths`, `heads` override it. `window` is M (Swin: 7 at
     224; 4 suits 64 x 64 images, whose stage-1 map is 16 x 16). Ablations (Table 3): `stabilizer`
     "conv" (ours), "linear", "attention" or "none"; `merge_reduction` (Swin's 1x1 reduction in
-    patch merging); `similarity` "brightness" or "cosine" (FWSA clustering).
+    patch merging); `similarity` "brightness" or "cosine" (FWSA clustering). `final_norm` "batch"
+    (ours, the default: see the module's docstring) or "layer" (Swin's).
     """
 
     takes_hints = True
@@ -206,7 +218,7 @@ class DualLocalAttentionColorizer(Colorizer):
     def __init__(self, arch: str = "T", image_size: int = 224, window: int = 7, embed_dim: int | None = None,
                  depths: Sequence[int] | None = None, heads: Sequence[int] | None = None,
                  stabilizer: str = "conv", merge_reduction: bool = False, similarity: str = "brightness",
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, final_norm: str = "batch"):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"li: arch must be one of {sorted(ARCHS)}, got {arch!r}")
@@ -214,6 +226,8 @@ class DualLocalAttentionColorizer(Colorizer):
             raise ValueError(f"li: stabilizer must be one of {STABILIZERS}, got {stabilizer!r}")
         if similarity not in SIMILARITIES:
             raise ValueError(f"li: similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        if final_norm not in FINAL_NORMS:
+            raise ValueError(f"li: final_norm must be one of {FINAL_NORMS}, got {final_norm!r}")
         base = ARCHS[arch]
         embed_dim = base["embed_dim"] if embed_dim is None else embed_dim
         depths = list(base["depths"] if depths is None else depths)
@@ -242,7 +256,8 @@ class DualLocalAttentionColorizer(Colorizer):
                 merge = PatchMerging(dim, reduce=merge_reduction)
                 self.merges.append(merge)
                 dim = merge.out_dim
-        self.norm = nn.LayerNorm(dim)                                    # Swin's final norm
+        self.final_norm = final_norm                                     # over the batch (ours) or per token (Swin)
+        self.norm = nn.BatchNorm2d(dim) if final_norm == "batch" else nn.LayerNorm(dim)
         self.stabilizer = _stabilizer(stabilizer, dim, heads[3], window)
         self.scale = PATCH * 2 ** 3                                      # 32: the output stride
         self.dupsample = nn.Conv2d(dim, 2 * self.scale ** 2, 1)          # DUpsampling's projection W
@@ -290,7 +305,10 @@ class DualLocalAttentionColorizer(Colorizer):
                 x = block(x, brightness=brightness, perm=perm)                   # (B, H'/P_s, W'/P_s, C_s)
             if s < 3:
                 x = self.merges[s](x)                                            # (B, H'/2P_s, W'/2P_s, C_s+1)
-        x = self.norm(x).permute(0, 3, 1, 2)                                     # (B, C_4, H'/32, W'/32)
+        if self.final_norm == "batch":
+            x = self.norm(x.permute(0, 3, 1, 2))                                 # (B, C_4, H'/32, W'/32)
+        else:
+            x = self.norm(x).permute(0, 3, 1, 2)                                 # (B, C_4, H'/32, W'/32)
         return (x, clusters) if return_clusters else x
 
     def forward(self, L: Tensor, *, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None,
@@ -306,6 +324,15 @@ class DualLocalAttentionColorizer(Colorizer):
         # projection by it, and the predictions would jump by tens of Lab units per step
         ab = ab[..., :h, :w]                                                     # I_ab; I_pred = L (+) I_ab (eq. 5)
         return (ab, clusters) if return_clusters else ab
+
+
+def legacy_config(config: dict, state: dict) -> dict:
+    """A checkpoint saved before the final norm became a BatchNorm ends its encoder in Swin's
+    LayerNorm: its "norm" has a weight and bias but no running statistics. It is rebuilt as such."""
+    if (config.get("name") == "li" and "final_norm" not in config and "norm.weight" in state
+            and "norm.running_mean" not in state):
+        return {**config, "final_norm": "layer"}
+    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,9 +364,12 @@ def huber_loss(pred_ab: Tensor, true_ab: Tensor, delta: float = 1.0) -> Tensor:
     return F.huber_loss(pred_ab, true_ab, delta=delta)
 
 
-def make_li_step(*, hints: int | Sequence[int] = TRAIN_HINTS, hint_patch: int = 2, delta: float = 1.0):
+def make_li_step(*, hints: int | Sequence[int] = TRAIN_HINTS, hint_patch: int = 2, delta: float = 1.0,
+                 hint_p: float | None = None, max_hints: int = 200):
     """The training step: `hints` random hint_patch x hint_patch hints per image (an int, the paper's
-    10, or a (low, high) range drawn uniformly per image), then the Huber loss (eq. 13).
+    10, or a (low, high) range drawn uniformly per image), then the Huber loss (eq. 13). With
+    `hint_p`, the count is geometric instead (P(k) = (1 - p)^k p, at most `max_hints`; mean
+    (1 - p) / p), as Zhang et al. 2017 train: the course's recipe (`benchmarks/hint_ablation.py`).
 
     Hints come from the engine's seeded torch RNG, so a resumed run draws the same hints.
     """
@@ -349,10 +379,15 @@ def make_li_step(*, hints: int | Sequence[int] = TRAIN_HINTS, hint_patch: int = 
         low, high = (int(v) for v in hints)
     if not 0 <= low <= high:
         raise ValueError(f"li: hints must be an int >= 0 or a range (low, high) with 0 <= low <= high, got {hints!r}")
+    if hint_p is not None and not 0 < hint_p <= 1:
+        raise ValueError(f"li: hint_p must be in (0, 1], got {hint_p!r}")
 
     def step(ctx, batch) -> dict[str, Tensor]:
         L, ab = batch["L"], batch["ab"]                                  # (B, 1, H, W), (B, 2, H, W)
-        counts = torch.randint(low, high + 1, (L.shape[0],)) if high > low else low
+        if hint_p is not None:
+            counts = geometric_hint_counts(L.shape[0], p=hint_p, max_hints=max_hints).tolist()
+        else:
+            counts = torch.randint(low, high + 1, (L.shape[0],)) if high > low else low
         sampled = sample_hints(ab, counts, patch=hint_patch)             # the mean true ab of each patch
         pred = ctx.models["model"](L, hint_ab=sampled["hint_ab"], hint_mask=sampled["hint_mask"])
         loss = huber_loss(pred, ab, delta)                               # eq. 13
