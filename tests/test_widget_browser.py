@@ -189,12 +189,17 @@ def test_hint_widget_in_jupyterlab(browser_page):
         page.wait_for_function("([el, old]) => el.src !== old", arg=[color.element_handle(), old_src], timeout=60_000)
         return time.perf_counter() - started
 
+    def wait_for_status(text: str) -> None:
+        # the status line is written just after the images, so it may lag behind them by a frame
+        page.wait_for_function("([el, text]) => el.textContent.includes(text)", arg=[status.element_handle(), text],
+                               timeout=60_000)
+
     clear = widget.locator("button", has_text="clear")
     if "0 hints" not in status.inner_text():               # the notebook placed its HINTS: start from none
         src = color.get_attribute("src")
         clear.click()
         wait_for_new_image(src, time.perf_counter())
-    assert "0 hints" in status.inner_text(), status.inner_text()
+    wait_for_status("0 hints")
     timings, shots = [], [_rgb(color.screenshot())]
     for fx, fy, hex_color in CLICKS:
         picker.fill(hex_color)
@@ -212,26 +217,28 @@ def test_hint_widget_in_jupyterlab(browser_page):
         # at least 3 ab units closer: more than a just-noticeable color difference (about 2.3)
         assert after < before - 3, (f"a {hex_color} hint at ({fx:.2f}, {fy:.2f}) of the image: the colors near it are "
                                        f"{before:.1f} ab units from it before the click and {after:.1f} after")
-    assert "2 hints" in status.inner_text(), status.inner_text()
+        wait_for_status(f"{len(timings)} hint")
 
     src = color.get_attribute("src")
     undo.click()
     wait_for_new_image(src, time.perf_counter())
     restored = _rgb(color.screenshot())
     assert np.abs(restored - shots[1]).max() < 2 / 255, "undo did not bring back the image with the first hint only"
-    assert "1 hint " in status.inner_text(), status.inner_text()
+    wait_for_status("1 hint ")
 
     options = menu.locator("option").all_inner_texts()
     assert len(options) >= 2, f"the model menu offers {options}; notebook 07 makes two hint-capable models"
     first = menu.input_value()
-    other = next(option for option in options if option != first)
+    # Zhang et al.'s CNN (a checkpoint in runs/), not the file of the notebook's own Ours-T, which
+    # colors exactly as the model in memory does
+    other = next(option for option in options if "zhang2017" in option)
     src = color.get_attribute("src")
     menu.select_option(label=other)
     wait_for_new_image(src, time.perf_counter())
-    assert other in status.inner_text(), status.inner_text()
+    wait_for_status(other)
     assert np.abs(_rgb(color.screenshot()) - restored).max() > 2 / 255, f"switching to {other!r} left the image as it was"
     menu.select_option(label=first)
-    page.wait_for_function("([el, name]) => el.textContent.includes(name)", arg=[status.element_handle(), first])
+    wait_for_status(first)
 
     report = {"click_to_image_seconds": [round(t, 3) for t in timings], "models": options}
     out = Path(os.environ.get("COLORKIT_OUT_ROOT", folder)) / "browser_widget.json"
