@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 
@@ -103,7 +104,11 @@ def main() -> None:
                   f"at 10 {row['over_fill_10']:+.2f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "steps": cfg["train"]["steps"], "data": data_name, "fill": fill, "rows": rows}, f, indent=1)
+            json.dump({"model": args.model, "steps": cfg["train"]["steps"], "data": data_name,
+                       "command": "python benchmarks/hint_ablation.py " + " ".join(sys.argv[1:]),
+                       "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+                       "preset": {k: cfg[k] for k in ("model", "train", "loss")},
+                       "fill": fill, "rows": rows}, f, indent=1, default=str)
 
 
 if __name__ == "__main__":
