@@ -397,6 +397,8 @@ OURS: dict[str, dict[str, str]] = {
            "model.heads": "None: Swin-T's", "model.mlp_ratio": "Swin's (4)",
            "model.merge_reduction": "ours: no 1x1 reduction in patch merging (Swin's has one; Table 3 ablates it)",
            "model.stabilizer": "ours: a convolution (Table 3's Model 2)",
+           "model.final_norm": "ours: a BatchNorm ends the encoder (the paper names no norm there; with Swin's "
+                               "LayerNorm the model collapsed and ignored its hints, see colorkit/models/li.py)",
            "data.train_images": _DATA, "data.val_images": _DATA},
 }
 
