@@ -285,7 +285,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 RESULT_TRAIN_FIELDS = ("steps", "batch_size", "lr", "optimizer", "betas", "weight_decay", "warmup_steps", "schedule",
                        "min_lr_ratio", "grad_clip", "ema_decay", "amp")
 # operational fields: when to log, validate and save, how to load data; they do not change the weights
-OPERATIONAL_FIELDS = ("val_every", "ckpt_every", "log_every", "num_workers", "device", "seed", "pin_memory")
+OPERATIONAL_FIELDS = ("val_every", "ckpt_every", "log_every", "num_workers", "device", "seed", "pin_memory",
+                      "compile", "channels_last", "device_cache")
 
 # What each paper states (field: value); tests/test_presets.py checks every `full` preset against it.
 # No paper clips gradients, so grad_clip None is each paper's setting.

@@ -25,6 +25,16 @@ Multi-GPU. Under `torchrun` (WORLD_SIZE > 1) the same script runs DistributedDat
 `batch_size` is the *global* batch; global batch b is split into world_size equal shards, rank r
 taking every world_size-th index from r, so gradient averaging equals the single-process mean
 gradient. Rank 0 logs and writes files; validation runs on rank 0 with the unwrapped models.
+
+Speed (opt-in TrainConfig fields; a run may turn them on or off when it resumes):
+- `compile`: the step calls `torch.compile`d models (True, or a mode such as "max-autotune");
+  validation and checkpoints use the plain modules, so a checkpoint loads without compiling.
+- `channels_last`: models and every 4-D floating batch tensor in NHWC memory format, which
+  cuDNN's convolutions and bf16 autocast prefer on recent GPUs; the values are the same.
+- `device_cache`: the training set read once onto the device (`colorkit.data.DeviceCache`): each
+  batch is then an index into device memory, with the same items as the DataLoader's batch.
+Host-to-device copies are non-blocking from pinned memory on CUDA. benchmarks/gpu_check.py measures
+what each option gives on a GPU.
 """
 
 from __future__ import annotations
@@ -67,7 +77,9 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("cosine", "constant")
 # Fields a resumed run may change; every other TrainConfig field must match the checkpoint.
 # Changing `steps` re-plans the cosine schedule from the resume point on.
-RESUMABLE_CHANGES = ("steps", "val_every", "ckpt_every", "log_every", "device", "num_workers", "pin_memory", "amp")
+RESUMABLE_CHANGES = ("steps", "val_every", "ckpt_every", "log_every", "device", "num_workers", "pin_memory", "amp",
+                     "compile", "channels_last", "device_cache")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -93,6 +105,10 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     pin_memory: bool | None = None    # None: True on CUDA
+    # Speed, opt-in; none changes what a step computes (see the module docstring, "Speed"):
+    compile: bool | str = False       # torch.compile the models a step calls: True, or one of COMPILE_MODES
+    channels_last: bool = False       # models and 4-D batch tensors in channels-last memory format (CNNs on GPUs)
+    device_cache: bool = False        # hold the training data on the device (colorkit.data.DeviceCache)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -102,6 +118,8 @@ class TrainConfig:
                   (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
                   (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
                   (self.ema_decay is None or 0.0 <= self.ema_decay < 1.0, "ema_decay must be None or in [0, 1)"),
+                  (self.compile in (False, True) or self.compile in COMPILE_MODES,
+                   f"compile must be False, True or one of {COMPILE_MODES}"),
                   (min(self.val_every, self.ckpt_every, self.num_workers) >= 0 and self.log_every >= 1,
                    "val_every, ckpt_every, num_workers must be >= 0 and log_every >= 1")]
         for ok, message in checks:
@@ -458,6 +476,17 @@ def _to_device(batch: Any, device: torch.device, non_blocking: bool) -> Any:
     return batch
 
 
+def _channels_last(batch: Any) -> Any:
+    """Every 4-D floating tensor of `batch` in channels-last memory format (same values, NHWC strides)."""
+    if isinstance(batch, Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 and batch.is_floating_point() else batch
+    if isinstance(batch, Mapping):
+        return {k: _channels_last(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_channels_last(v) for v in batch)
+    return batch
+
+
 def default_prepare(batch: Any) -> Any:
     """Add L (B, 1, H, W) and ab (B, 2, H, W) when the batch has "rgb" (B, 3, H, W) and no "L" yet."""
     if isinstance(batch, Mapping) and "rgb" in batch and "L" not in batch:
@@ -593,6 +622,9 @@ class Trainer:
         seed_everything(config.seed + self.dist.rank)
 
         self.models = {name: m.to(self.device).train() for name, m in models.items()}
+        if config.channels_last:                # NHWC: what cuDNN's fastest convolutions want
+            self.models = {name: m.to(memory_format=torch.channels_last) for name, m in self.models.items()}
+        self.device_cache = None                # built on the first fit() when config.device_cache
         if self.dist.world_size > 1 and self.device.type == "cuda":
             # batch norm statistics over the global batch, as in one process (SyncBatchNorm needs CUDA;
             # under gloo on a CPU each rank normalises its own shard)
@@ -713,14 +745,21 @@ class Trainer:
         on = self.config.amp and self.device.type == "cuda"
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if on else nullcontext()
 
-    def _loader(self, epoch: int, skip: int) -> DataLoader:
-        """A DataLoader over this rank's remaining batches of `epoch`; its own generator leaves the global RNG alone."""
+    def _loader(self, epoch: int, skip: int) -> Iterator[Any]:
+        """A DataLoader over this rank's remaining batches of `epoch`; its own generator leaves the global RNG alone.
+        With config.device_cache, the same batches built on the device from the DeviceCache."""
         base = self.data.dataset if isinstance(self.data, Subset) else self.data   # fresh crops through a Subset too
         if hasattr(base, "set_epoch"):
             base.set_epoch(epoch)
         cfg = self.config
         batches = rank_batches(len(self.data), cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=self.dist.rank,
                                world_size=self.dist.world_size, skip=skip)
+        if cfg.device_cache:
+            if self.device_cache is None:
+                from colorkit.data import DeviceCache
+
+                self.device_cache = DeviceCache(self.data, self.device)
+            return (self.device_cache.batch(indices) for indices in batches)
         pin = cfg.pin_memory if cfg.pin_memory is not None else self.device.type == "cuda"
         return DataLoader(self.data, batch_sampler=batches, num_workers=cfg.num_workers, pin_memory=pin,
                           generator=torch.Generator().manual_seed(_derived_seed("workers", cfg.seed, epoch, self.dist.rank)),
@@ -728,6 +767,8 @@ class Trainer:
 
     def _train_step(self, ctx: TrainContext, batch: Any) -> dict[str, float]:
         batch = self.prepare(_to_device(batch, self.device, non_blocking=self.device.type == "cuda"))
+        if self.config.channels_last:
+            batch = _channels_last(batch)
         with self._autocast():
             losses = self.step_fn(ctx, batch)
         if not isinstance(losses, Mapping):
@@ -854,6 +895,9 @@ class Trainer:
         cfg = self.config
         wrapped = {n: DistributedDataParallel(m, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                    if self.dist.world_size > 1 and n in self.trained else m for n, m in self.models.items()}
+        if cfg.compile:                         # the step calls the compiled modules; checkpoints keep the plain ones
+            mode = None if cfg.compile in (True, "default") else cfg.compile
+            wrapped = {n: torch.compile(m, mode=mode) for n, m in wrapped.items()}
         ctx = TrainContext(self, wrapped)
         self._start_records()
         if self._rng_to_restore is not None:

@@ -33,6 +33,7 @@ Modules (everything is importable from `colorkit.data` itself):
 - `colorkit.data.batches`: Lab batches and seeded loaders (`lab_batch`, `make_loader`).
 - `colorkit.data.hints`: hints for user-guided colorization (`sample_hints`, `geometric_hint_counts`).
 - `colorkit.data.cache`: the resized uint8 cache of an image folder (`prepare_cache`, `CachedImages`).
+- `colorkit.data.device`: a dataset held on the training device (`DeviceCache`, TrainConfig.device_cache).
 - `colorkit.data.datasets`: the notebooks' DATA parameter (`open_dataset`, `folder_split`, `DATA_NAMES`).
 """
 
@@ -58,6 +59,7 @@ from colorkit.data.hints import geometric_hint_counts, sample_hints
 from colorkit.data.cache import (
     CACHE_FORMAT, CACHE_INDEX, CACHE_PARTIAL, CACHE_VERSION, CachedImages, _cache_one, _cache_state, prepare_cache,
 )
+from colorkit.data.device import DeviceCache
 from colorkit.data.datasets import DATA_NAMES, VAL_FRACTION_DENOMINATOR, folder_split, open_dataset
 
 __all__ = [
@@ -67,4 +69,4 @@ __all__ = [
     "IMAGE_EXTENSIONS", "FolderReport", "ImageFolder",
     "lab_batch", "make_loader", "sample_hints", "geometric_hint_counts",
 ]
-__all__ += ["CACHE_INDEX", "prepare_cache", "CachedImages"]
+__all__ += ["CACHE_INDEX", "prepare_cache", "CachedImages", "DeviceCache"]
