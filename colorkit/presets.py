@@ -1,4 +1,5 @@
-"""Presets for every model, in one place: `smoke` (seconds, tests), `course` (CPU minutes), `full` (the paper).
+"""Presets for every model, in one place: `smoke` (seconds, tests), `course` (CPU minutes), `workshop`
+(about 10 GPU minutes per notebook), `full` (the paper).
 
     cfg = preset("baseline", "course", steps=200)    # {"model": {...}, "train": {...}, "data": {...}}
 
@@ -16,6 +17,15 @@ import copy
 from typing import Any, Mapping
 
 from colorkit.runs import PRESETS as PRESET_NAMES
+
+# `workshop`: between `course` (CPU minutes) and `full` (GPU days). Each paper notebook sized for
+# about 10 minutes on one H100/H200 on a real dataset (DATA="photos", or a fetched "imagenette" or
+# "flowers"): 128-px images (the paper's 64 for Sun et al.'s coarse colorizer, 256 for its upgrader),
+# widths between the two, a few thousand steps at the batch a GPU keeps busy, the whole training
+# split. The sizes come from the reference throughputs of issue 17 (Swin-T 2162 images/s at 224 px,
+# Zhang et al.'s network 740 at 256 px on an H200); they have not yet been timed on a GPU here
+# (benchmarks/gpu_check.py does that). The engine's speed options stay off until that run shows
+# what each gives.
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "baseline": {
@@ -37,6 +47,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "train": {"steps": 600, "batch_size": 24, "lr": 2e-3, "optimizer": "adam", "warmup_steps": 20,
                       "schedule": "cosine", "log_every": 20},
             "data": {"size": 64, "train_images": 8192, "val_images": 96},
+        },
+        "workshop": {
+            "model": {"name": "baseline", "width": 32, "depth": 3, "image_size": 128, "features": "efficientnet-lite0",
+                      "feature_size": 160},
+            "train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 100,
+                      "schedule": "cosine", "ckpt_every": 500, "log_every": 50, "num_workers": 4},
+            "data": {"size": 128, "train_images": None, "val_images": 200},
         },
         # The course's own network (no paper's): trained as Lakhani trains hers (sec. 3.4 and 4: 256 x 256 L
         # input, Adam with lr 1e-3, MSE on ab). Batch 32 and 100k steps (about 25 ImageNet epochs at batch
@@ -64,6 +81,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       "schedule": "cosine", "log_every": 10},
             "data": {"size": 64, "train_images": 2048, "val_images": 16},
         },
+        "workshop": {
+            "model": {"name": "sun2023", "dim": 256, "heads": 4, "encoder_depth": 2, "outer_depth": 2, "inner_depth": 2,
+                      "image_size": 64},
+            "train": {"steps": 4000, "batch_size": 32, "lr": 5e-4, "optimizer": "adam", "warmup_steps": 200,
+                      "schedule": "cosine", "ckpt_every": 500, "log_every": 50, "num_workers": 4},
+            "data": {"size": 64, "train_images": None, "val_images": 64},
+        },
         # Sun et al. sec. III: batch 4, RMSProp with lr 3e-4, 1.6 x 10^6 iterations, 64 x 64 images in
         # 3-bit color; EMA 0.999 of the weights for sampling as ColTran does. The paper gives no layer
         # sizes: ColTran's (Kumar et al. 2021: 512 channels, 4 heads, 4 encoder, 2 outer, 2 inner layers).
@@ -87,6 +111,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "model": {"name": "sun2023_upgrader", "width": 16, "n_res": 3, "image_size": 128, "coarse_size": 64},
             "train": {"steps": 120, "batch_size": 4, "lr": 2e-4, "betas": (0.0, 0.9), "optimizer": "adam", "log_every": 10},
             "data": {"size": 128, "train_images": 1024, "val_images": 12},
+        },
+        "workshop": {
+            "model": {"name": "sun2023_upgrader", "width": 32, "n_res": 4, "image_size": 256, "coarse_size": 64},
+            "train": {"steps": 2000, "batch_size": 8, "lr": 2e-4, "betas": (0.0, 0.9), "optimizer": "adam",
+                      "ckpt_every": 500, "log_every": 50, "num_workers": 4},
+            "data": {"size": 256, "train_images": None, "val_images": 64},
         },
         # Sun et al. sec. III: batch 1, Adam beta = (0, 0.9), lr 2e-4, 2.6 x 10^6 iterations, lambda_r = 10,
         # 512 x 512 images from 64 x 64 coarse colors. Widths are ours (the paper's Fig. 5 gives none), as
@@ -120,6 +150,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "phases": {"critic": {"steps": 150, "warmup_steps": 0, "log_every": 10},
                        "gan": {"steps": 200, "warmup_steps": 0, "schedule": "constant", "val_every": 25,
                                "ckpt_every": 25, "log_every": 5}},
+            "gan": {"ttur": 4.0, "adv_weight": 0.1, "lr": 2e-4, "keep": 0.5},
+        },
+        "workshop": {
+            "model": {"name": "narkhede", "width": 32, "depth": 4, "attention_scale": 8, "image_size": 128,
+                      "critic_width": 64, "critic_layers": 4, "critic_attention_scale": 8},
+            "train": {"steps": 3000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 100,
+                      "schedule": "cosine", "ckpt_every": 500, "log_every": 50, "num_workers": 4},
+            "data": {"size": 128, "train_images": None, "val_images": 200},
+            "phases": {"critic": {"steps": 500, "warmup_steps": 0, "log_every": 50},
+                       "gan": {"steps": 1500, "warmup_steps": 0, "schedule": "constant", "val_every": 250,
+                               "ckpt_every": 250, "log_every": 50}},
             "gan": {"ttur": 4.0, "adv_weight": 0.1, "lr": 2e-4, "keep": 0.5},
         },
         # Narkhede et al. sec. 3: ImageNet, Adam, initial lr 2e-4 for G and D, so both run at 2e-4 in the GAN
@@ -163,6 +204,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "data": {"size": 64, "train_images": 4096, "val_images": 96},
             "classifier": {"steps": 150, "batch_size": 32, "lr": 2e-3},
         },
+        "workshop": {
+            "model": {"name": "lakhani", "width": 32, "image_size": 128, "classifier_width": 32, "global_input_size": 224},
+            "train": {"steps": 4000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 100,
+                      "schedule": "cosine", "ckpt_every": 500, "log_every": 50, "num_workers": 4},
+            "data": {"size": 128, "train_images": None, "val_images": 200},
+            "classifier": {"steps": 1000, "batch_size": 64, "lr": 1e-3},
+        },
         # Lakhani sec. 3.1 and 4.1: 256 x 256 L input, Adam with lr 1e-3, MSE on ab, Xavier init in the
         # decoder; Deep Koalarization's widths (width 64: 28 x 28 x 256 at 224 input). The paper gives
         # no batch size, step count or schedule: batch 32, 100k steps, warmup + cosine and EMA are ours,
@@ -198,6 +246,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "data": {"size": 64, "train_images": 4096, "val_images": 48},
             "loss": {"alpha": 1.0},
         },
+        "workshop": {
+            "model": {"name": "jiang", "width": 32, "image_size": 128, "attention": "smsa"},
+            "train": {"steps": 4000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 100,
+                      "schedule": "cosine", "ckpt_every": 500, "log_every": 50, "num_workers": 4},
+            "data": {"size": 128, "train_images": None, "val_images": 200},
+            "loss": {"alpha": 1.0},
+        },
         # Jiang et al. sec. 3.2: 256 x 256 Lab images, Adam lr 1e-5, betas (0.9, 0.999), 40K iterations,
         # alpha = 1 (eq. 7), trained from scratch (the paper loads no weights). Zhang et al.'s widths
         # (width 64). Batch 16 is ours; the paper does not give it.
@@ -231,6 +286,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "data": {"size": 64, "train_images": 4096, "val_images": 48},
             "loss": {"hint_patch": 2, "hint_p": 1 / 20},
         },
+        "workshop": {
+            "model": {"name": "zhang2017", "width": 32, "image_size": 128},
+            "train": {"steps": 4000, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "warmup_steps": 100,
+                      "schedule": "cosine", "ckpt_every": 500, "log_every": 50, "num_workers": 4},
+            "data": {"size": 128, "train_images": None, "val_images": 200},
+            "loss": {"hint_patch": 2, "hint_p": 1 / 20},
+        },
         "full": {
             "model": {"name": "zhang2017", "width": 64, "image_size": 256},
             "train": {"steps": 40_000, "batch_size": 16, "lr": 1e-5, "betas": (0.9, 0.999), "optimizer": "adam",
@@ -259,6 +321,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "train": {"steps": 600, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw", "weight_decay": 0.05,
                       "warmup_steps": 10, "schedule": "cosine", "log_every": 20},
             "data": {"size": 64, "train_images": 4096, "val_images": 48},
+            "loss": {"hints": 10, "hint_patch": 2, "delta": 1.0, "hint_p": 1 / 20},
+        },
+        "workshop": {
+            "model": {"name": "li", "arch": "T", "image_size": 128, "window": 4},
+            "train": {"steps": 8000, "batch_size": 64, "lr": 5e-4, "optimizer": "adamw", "weight_decay": 0.05,
+                      "warmup_steps": 500, "schedule": "cosine", "ckpt_every": 1000, "log_every": 50, "num_workers": 4},
+            "data": {"size": 128, "train_images": None, "val_images": 200},
             "loss": {"hints": 10, "hint_patch": 2, "delta": 1.0, "hint_p": 1 / 20},
         },
         # Li et al. sec. 4.3: 224 x 224 ImageNet, patch 4, Swin's window 7, AdamW lr 5e-4 with cosine

@@ -17,11 +17,11 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-PRESETS = ("smoke", "course", "full")
+PRESETS = ("smoke", "course", "workshop", "full")
 
 
 def choose(preset: str, **by_preset: Any) -> Any:
-    """Return the value for `preset`, e.g. ``choose(PRESET, smoke=8, course=64, full=256)``.
+    """Return the value for `preset`, e.g. ``choose(PRESET, smoke=8, course=64, workshop=128, full=256)``.
 
     An unknown preset is an error that lists the valid ones.
     """

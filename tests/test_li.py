@@ -291,7 +291,7 @@ def test_colorize_api_and_cli_accept_hints(tmp_path):
     assert np.asarray(Image.open(tmp_path / "out.png")).shape == (40, 30, 3)
 
 
-@pytest.mark.parametrize("name", ["smoke", "course", "full"])
+@pytest.mark.parametrize("name", ["smoke", "course", "workshop", "full"])
 def test_presets_follow_the_paper_where_it_speaks(name):
     cfg = presets.preset("li", name)
     assert cfg["train"]["optimizer"] == "adamw" and cfg["train"]["schedule"] == "cosine"

@@ -70,7 +70,7 @@ def test_presets_cover_every_model_with_papers_settings_and_check_their_argument
     full = presets.preset("baseline", "full")
     assert full["train"]["lr"] == 1e-3 and full["train"]["optimizer"] == "adam" and full["data"]["size"] == 256
     assert presets.preset("baseline", "course", steps=7)["train"]["steps"] == 7
-    with pytest.raises(ValueError, match="smoke, course, full"):
+    with pytest.raises(ValueError, match="smoke, course, workshop, full"):
         presets.preset("baseline", "huge")
     with pytest.raises(ValueError, match="valid ones: .*batch_size"):
         presets.preset("baseline", "course", stepz=7)
@@ -83,6 +83,20 @@ def test_every_registered_model_has_presets():
     course_models = [name for name in models.registered()
                      if not name.startswith("test-") and getattr(_REGISTRY[name], "training_step", None)]
     assert sorted(presets.PRESETS) == course_models
+
+
+@pytest.mark.parametrize("name", [n for n in presets.PRESETS])
+def test_every_model_at_its_workshop_preset_trains_two_steps_on_the_cpu_at_its_image_size(tmp_path, name):
+    """The workshop preset (about 10 GPU minutes per notebook) resolves, builds and trains 2 steps of
+    batch 2 at its own image size and training settings, on the CPU."""
+    cfg = presets.preset(name, "workshop")
+    assert cfg["data"]["train_images"] is None and cfg["data"]["val_images"] >= 64        # a real dataset's whole split
+    course, full = presets.preset(name, "course"), presets.preset(name, "full")
+    assert course["data"]["size"] <= cfg["data"]["size"] <= full["data"]["size"]
+    assert course["train"]["steps"] < cfg["train"]["steps"] < full["train"]["steps"]
+    train = {k: v for k, v in cfg["train"].items() if k not in ("steps", "batch_size", "device", "num_workers")}
+    model, summary = tiny_training(tmp_path, cfg["model"], steps=2, size=cfg["data"]["size"], batch_size=2, **train)
+    assert summary["steps"] == 2 and all(np.isfinite(v) for v in summary["losses"].values())
 
 
 @pytest.mark.parametrize("name", [n for n in presets.PRESETS])

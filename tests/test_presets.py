@@ -44,7 +44,7 @@ def test_no_full_preset_clips_gradients_and_the_single_rate_papers_keep_one_rate
 
 def test_course_and_smoke_presets_carry_no_paper_list():
     for model in MODELS:
-        for level in ("smoke", "course"):
+        for level in ("smoke", "course", "workshop"):
             assert "ours" not in presets.preset(model, level) and "paper" not in presets.preset(model, level)
 
 

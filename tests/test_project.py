@@ -179,7 +179,7 @@ def test_course_run_with_only_keeps_the_other_notebooks_results(smoke_course_run
 
 
 def test_course_runner_rejects_an_unknown_preset():
-    with pytest.raises(ValueError, match="smoke, course, full"):
+    with pytest.raises(ValueError, match="smoke, course, workshop, full"):
         course.run(preset="huge")
 
 
@@ -201,9 +201,9 @@ def test_clean_strips_outputs(tmp_path):
 # --- colorkit.runs --------------------------------------------------------------------------------
 
 def test_choose_picks_by_preset_and_names_valid_ones():
-    assert runs.choose("smoke", smoke=1, course=2, full=3) == 1
-    with pytest.raises(ValueError, match="'tiny'.*smoke, course, full"):
-        runs.choose("tiny", smoke=1, course=2, full=3)
+    assert runs.choose("smoke", smoke=1, course=2, workshop=4, full=3) == 1
+    with pytest.raises(ValueError, match="'tiny'.*smoke, course, workshop, full"):
+        runs.choose("tiny", smoke=1, course=2, workshop=4, full=3)
 
 
 def test_save_run_writes_config_and_metrics(tmp_path):
