@@ -118,22 +118,36 @@ def _hint_model_predictor(model: torch.nn.Module):
 
 
 @torch.no_grad()
-def _hint_scores(predict, rgb: torch.Tensor, count: int, scores: dict, *, patch: int, seed: int,
-                 batch_size: int) -> dict[str, float]:
-    """Means over the images of each score(pred RGB, true RGB) for predict(L, hint_ab, hint_mask) -> ab
-    with `count` fixed hints, computed chunk by chunk (each score is a per-image mean)."""
+def _hint_predictions(predict, rgb: torch.Tensor, count: int, *, patch: int, seed: int, batch_size: int):
+    """(predicted RGB, true RGB) chunk by chunk for predict(L, hint_ab, hint_mask) -> ab with `count` fixed hints."""
     if isinstance(predict, torch.nn.Module):
         predict = _hint_model_predictor(predict)
     rgb = rgb.float().cpu()
     inputs = fixed_hints(rgb, int(count), patch=patch, seed=seed)           # for all images at once: no batch dependence
-    sums = dict.fromkeys(scores, 0.0)
     for i in range(0, rgb.shape[0], batch_size):
         part = {k: v[i:i + batch_size] for k, v in inputs.items()}
         ab = predict(part["L"], part["hint_ab"], part["hint_mask"])
-        pred = lab_to_rgb(torch.cat([part["L"], ab.float().cpu()], dim=1))
+        yield lab_to_rgb(torch.cat([part["L"], ab.float().cpu()], dim=1)), rgb[i:i + batch_size]
+
+
+def _hint_scores(predict, rgb: torch.Tensor, count: int, scores: dict, *, patch: int, seed: int,
+                 batch_size: int) -> dict[str, float]:
+    """Means over the images of each score(pred RGB, true RGB) for predict(L, hint_ab, hint_mask) -> ab
+    with `count` fixed hints, computed chunk by chunk (each score is a per-image mean)."""
+    sums = dict.fromkeys(scores, 0.0)
+    for pred, true in _hint_predictions(predict, rgb, count, patch=patch, seed=seed, batch_size=batch_size):
         for name, score in scores.items():
-            sums[name] += score(pred, rgb[i:i + batch_size]) * pred.shape[0]
+            sums[name] += score(pred, true) * pred.shape[0]
     return {name: total / rgb.shape[0] for name, total in sums.items()}
+
+
+def hint_psnr_per_image(predict, rgb: torch.Tensor, count: int, *, patch: int = 2, seed: int = HINT_SEED,
+                        batch_size: int = 32) -> torch.Tensor:
+    """PSNR (RGB, dB) of each image, (N,), for predict(L, hint_ab, hint_mask) -> ab with `count` fixed
+    hints: the paired samples that `metrics.paired_bootstrap` compares two methods on."""
+    return torch.cat([metrics.psnr(pred, true, reduction="none")
+                      for pred, true in _hint_predictions(predict, rgb, count, patch=patch, seed=seed,
+                                                          batch_size=batch_size)])
 
 
 def psnr_vs_hints(predict, rgb: torch.Tensor, counts, *, patch: int = 2, seed: int = HINT_SEED,

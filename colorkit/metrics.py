@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from colorkit.color import rgb_to_lab
 
 __all__ = [
+    "paired_bootstrap",
     "psnr",
     "ssim",
     "patch_error_variance",
@@ -507,3 +508,32 @@ def diversity(samples: Tensor, mask: Tensor | None = None, num_classes: int | No
         elif num_classes is not None:
             result["per_class"][c] = float("nan")
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# How sure is a difference?
+
+
+def paired_bootstrap(a, b, *, samples: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """The mean of a - b over paired per-image scores, with a percentile bootstrap interval.
+
+    `a` and `b` hold one score per image for two methods on the same images (e.g.
+    `evaluate.hint_psnr_per_image`). Images are resampled with replacement `samples` times; the
+    interval holds the middle `level` of the resampled means. It measures how much the comparison
+    depends on which validation images were drawn, not how much a second training seed would move
+    it. Returns {"mean", "low", "high", "n"}; "excludes_zero" says whether the interval lies on one
+    side of 0.
+    """
+    a = torch.as_tensor(a, dtype=torch.float64).flatten()
+    b = torch.as_tensor(b, dtype=torch.float64).flatten()
+    if a.shape != b.shape or a.numel() < 2:
+        raise ValueError(f"paired_bootstrap needs two equal-length score lists of at least 2 images, "
+                         f"got {a.numel()} and {b.numel()}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    diff = a - b                                                              # (N,)
+    picks = torch.randint(0, diff.numel(), (samples, diff.numel()), generator=torch.Generator().manual_seed(seed))
+    means = diff[picks].mean(dim=1)                                           # (samples,)
+    low, high = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return {"mean": float(diff.mean()), "low": low, "high": high, "n": diff.numel(),
+            "excludes_zero": bool(low > 0 or high < 0)}

@@ -301,6 +301,13 @@ def test_presets_follow_the_paper_where_it_speaks(name):
         assert cfg["loss"]["hints"] == 10
 
 
+def test_per_image_hint_psnr_averages_to_psnr_vs_hints():
+    rgb = torch.stack([ToyWorld(32, length=6)[i]["rgb"] for i in range(6)])
+    per_image = evaluate.hint_psnr_per_image(evaluate.mean_hint_color, rgb, 5, batch_size=4)
+    assert per_image.shape == (6,)
+    assert per_image.double().mean().item() == pytest.approx(evaluate.psnr_vs_hints(evaluate.mean_hint_color, rgb, [5])[5])
+
+
 def test_hint_metrics_rank_the_truth_above_gray():
     rgb = ToyWorld(32, length=4)[0]["rgb"][None].repeat(2, 1, 1, 1)
     truth = lambda L, hint_ab, hint_mask: lab_batch(rgb)["ab"]                     # an oracle

@@ -380,3 +380,24 @@ def test_diversity_shape_errors():
 def test_mismatched_shapes_name_both(fn):
     with pytest.raises(ValueError, match=r"\(2, 3, 32, 32\).*\(2, 3, 32, 24\)"):
         fn(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 24))
+
+
+# --- paired bootstrap -----------------------------------------------------------------------------
+
+def test_paired_bootstrap_matches_the_normal_interval_and_its_edge_cases():
+    rng = np.random.default_rng(0)
+    b = rng.normal(20.0, 2.0, 400)
+    a = b + 0.3 + rng.normal(0.0, 1.0, 400)                        # a beats b by 0.3 dB, noise sd 1
+    out = metrics.paired_bootstrap(a, b, samples=4000)
+    diff = a - b
+    half = 1.959964 * diff.std(ddof=1) / math.sqrt(diff.size)       # the normal approximation's half-width
+    assert out["n"] == 400 and out["mean"] == pytest.approx(diff.mean())
+    assert out["low"] == pytest.approx(diff.mean() - half, abs=0.2 * half)
+    assert out["high"] == pytest.approx(diff.mean() + half, abs=0.2 * half)
+    assert out["excludes_zero"]
+    same = metrics.paired_bootstrap(b + rng.normal(0.0, 1.0, 400) * 0.01, b)  # no real difference
+    assert same["low"] < 0 < same["high"] and not same["excludes_zero"]
+    constant = metrics.paired_bootstrap(torch.full((5,), 3.0), torch.ones(5))
+    assert constant["low"] == constant["high"] == constant["mean"] == 2.0
+    with pytest.raises(ValueError, match="equal-length .* got 3 and 4"):
+        metrics.paired_bootstrap([1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0])
