@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "effective_cells",
     "causal_mask",
     "scaled_dot_product_attention",
     "MultiHeadAttention",
@@ -97,6 +98,16 @@ def _check_scores_operand(t: Tensor, scores_shape: tuple[int, ...], where: str, 
             f"{where}: {name} of shape {tuple(t.shape)} does not broadcast to the attention "
             f"scores (..., n queries, m keys) = {tuple(scores_shape)}"
         )
+
+
+def effective_cells(weights: Tensor) -> Tensor:
+    """How many positions each query really attends to: exp of the entropy of its weights.
+
+    weights (..., N), each row summing to 1 -> (...,): N for a uniform row (attention that mixes in
+    the mean of everything, a pattern it has not learned), 1 for a row on a single position.
+    """
+    p = weights.float()
+    return torch.exp(-(p * p.clamp(min=1e-12).log()).sum(-1))
 
 
 def causal_mask(n: int, m: int | None = None, *, device: torch.device | str | None = None) -> Tensor:

@@ -283,3 +283,15 @@ def test_flops_count_matches_matmul_shapes(gen):
         # each weight element costs head_dim multiply-adds in Q K^T and again in A V
         assert 2 * weights.numel() * hd == attention_flops(kind, h, w, c, window=m)
         assert weights.numel() == attention_matrix_elements(kind, h, w, heads=heads, batch=b, window=m)
+
+
+def test_effective_cells_is_n_for_uniform_rows_one_for_one_hot_and_between_otherwise():
+    from colorkit.attention import effective_cells
+
+    uniform, one_hot = torch.full((3, 64), 1 / 64), torch.eye(64)[:3]
+    assert torch.allclose(effective_cells(uniform), torch.full((3,), 64.0))
+    assert torch.allclose(effective_cells(one_hot), torch.ones(3))
+    two = torch.tensor([[0.5, 0.5, 0.0, 0.0]])                  # two equal cells: exactly 2
+    mixed = torch.softmax(torch.randn(5, 16, generator=torch.Generator().manual_seed(0)), -1)
+    assert torch.allclose(effective_cells(two), torch.tensor([2.0]))
+    assert ((effective_cells(mixed) > 1) & (effective_cells(mixed) < 16)).all()
