@@ -3,6 +3,7 @@
     python -m colorkit course [--preset P] [--device D] [--data DIR] [--only 00 02] [-p NAME VALUE ...]
     python -m colorkit.course clean        # strip outputs, execution counts and widget state
     python -m colorkit.course pin [NB ...] # run notebooks, store what their check cells print
+    python -m colorkit.course timeouts     # per-cell test timeouts from runs/executed's measured cell times
 
 Notebooks are committed without outputs, so what a `# NBVAL_CHECK_OUTPUT` cell must print lives in
 that cell's metadata (`colorkit.expected_outputs`); `conftest.py` hands it to nbval as the
@@ -294,6 +295,49 @@ def pin(paths: list[Path] | None = None, timeout: int = 600) -> dict[str, int]:
     return pinned
 
 
+CELL_TIMEOUT_KEY = "timeout"   # a cell's own nbval timeout in seconds (colorkit.nbcheck reads it)
+DEFAULT_CELL_TIMEOUT = 300     # --nbval-cell-timeout in pyproject.toml
+TIMEOUT_MARGIN = 3.0           # a cell may take this many times its measured cost (a loaded or slower machine)
+
+
+def set_cell_timeouts(executed: Path, root: Path | None = None, *, margin: float = TIMEOUT_MARGIN,
+                      default: int = DEFAULT_CELL_TIMEOUT) -> dict[str, dict[int, int]]:
+    """Give each notebook cell whose measured cost times `margin` exceeds `default` seconds a
+    timeout of its own (that product, rounded up to a minute), from the papermill durations in a
+    course run's executed copies (`runs/executed/`, best a cold run: no checkpoints). Cells that fit
+    the default lose any timeout of their own. Returns {notebook: {cell index: timeout}}."""
+    import math
+
+    import nbformat
+
+    set_to = {}
+    for path in notebooks(root):
+        ran = Path(executed) / path.name
+        if not ran.is_file():
+            print(f"{path.name}: no executed copy in {executed}, left as it is")
+            continue
+        nb = nbformat.read(path, as_version=4)
+        ran_cells = [c for c in nbformat.read(ran, as_version=4).cells
+                     if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+        if len(ran_cells) != len(nb.cells) or any(a.source != b.source for a, b in zip(ran_cells, nb.cells)):
+            raise ValueError(f"{ran} was run from another version of {path.name}: run the course again first")
+        limits = {}
+        for i, (cell, done) in enumerate(zip(nb.cells, ran_cells)):
+            cost = done.get("metadata", {}).get("papermill", {}).get("duration") or 0.0
+            own = cell.metadata.get("colorkit", {})
+            if cost * margin > default:
+                limits[i] = 60 * math.ceil(cost * margin / 60)
+                cell.metadata.setdefault("colorkit", {})[CELL_TIMEOUT_KEY] = limits[i]
+            elif CELL_TIMEOUT_KEY in own:
+                del own[CELL_TIMEOUT_KEY]
+                if not own:
+                    del cell.metadata["colorkit"]
+        path.write_text(nbformat.writes(nb))
+        set_to[path.name] = limits
+        print(f"{path.name}: " + (", ".join(f"cell {i} {t} s" for i, t in limits.items()) or f"every cell within {default} s"))
+    return set_to
+
+
 def clean(paths: list[Path] | None = None) -> list[Path]:
     """Strip outputs, execution counts and widget state; return the notebooks that changed."""
     import nbformat
@@ -324,7 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("clean", help="strip outputs from the notebooks")
     p_pin = sub.add_parser("pin", help="run notebooks and store their check cells' expected outputs")
     p_pin.add_argument("paths", nargs="*", type=Path)
+    p_timeouts = sub.add_parser("timeouts", help="set per-cell nbval timeouts from a course run's measured cell times")
+    p_timeouts.add_argument("executed", nargs="?", type=Path, default=Path("runs/executed"),
+                            help="folder of executed notebooks (default runs/executed)")
     args = parser.parse_args(argv)
+    if args.command == "timeouts":
+        set_cell_timeouts(resolve_out(args.executed))
+        return 0
     if args.command == "run":
         return run_from_arguments(args)
     if args.command == "pin":

@@ -54,34 +54,37 @@ def colorize_batch(model: torch.nn.Module, rgb: torch.Tensor, *, batch_size: int
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 32,
-             device: str | torch.device | None = None) -> dict[str, Any]:
+             device: str | torch.device | None = None, per_image: bool = False) -> dict[str, Any]:
     """Colorize every validation image from its L; PSNR, SSIM and colorfulness, with the gray reference.
 
-    Returns {"psnr", "ssim", "colorfulness", "gray_psnr", "gray_ssim", "true_colorfulness", "images"}.
+    Returns {"psnr", "ssim", "colorfulness", "gray_psnr", "gray_ssim", "true_colorfulness", "images"}:
+    means over the images. With `per_image`, also "per_image": {same keys: (N,) float64 tensor, one
+    score per image in the dataset's order}, for `metrics.paired_bootstrap` between two models.
     """
     device = resolve_device("auto") if device is None else torch.device(device)
     was_training = model.training
     home = next(model.parameters()).device
     model.eval().to(device)
-    sums: dict[str, float] = {}
-    count = 0
+    scores: dict[str, list[torch.Tensor]] = {}
     for batch in data.make_loader(dataset, batch_size, shuffle=False):
         rgb = batch["rgb"].to(device)
         lab = data.lab_batch(rgb)
         ab = model(lab["L"])                                                     # (B, 2, H, W)
         pred = lab_to_rgb(torch.cat([lab["L"], ab.float()], dim=1))
         gray = lab_to_rgb(torch.cat([lab["L"], torch.zeros_like(ab, dtype=torch.float32)], dim=1))
-        n = rgb.shape[0]
-        for key, value in (("psnr", metrics.psnr(pred, rgb)), ("ssim", metrics.ssim(pred, rgb)),
-                           ("colorfulness", metrics.colorfulness(pred)),
-                           ("gray_psnr", metrics.psnr(gray, rgb)), ("gray_ssim", metrics.ssim(gray, rgb)),
-                           ("true_colorfulness", metrics.colorfulness(rgb))):
-            sums[key] = sums.get(key, 0.0) + value * n
-        count += n
+        for key, value in (("psnr", metrics.psnr(pred, rgb, reduction="none")),
+                           ("ssim", metrics.ssim(pred, rgb, reduction="none")),
+                           ("colorfulness", metrics.colorfulness(pred, reduction="none")),
+                           ("gray_psnr", metrics.psnr(gray, rgb, reduction="none")),
+                           ("gray_ssim", metrics.ssim(gray, rgb, reduction="none")),
+                           ("true_colorfulness", metrics.colorfulness(rgb, reduction="none"))):
+            scores.setdefault(key, []).append(value.detach().double().cpu().flatten())   # (B,)
     model.train(was_training).to(home)
-    if count == 0:
+    if not scores:
         raise ValueError("evaluate() got an empty validation set")
-    return {**{k: v / count for k, v in sums.items()}, "images": count}
+    scores = {k: torch.cat(v) for k, v in scores.items()}                       # (N,) each
+    result = {**{k: v.mean().item() for k, v in scores.items()}, "images": len(scores["psnr"])}
+    return {**result, "per_image": scores} if per_image else result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,9 +100,18 @@ def resolve_out(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else out_root() / path
 
 
-def run_dir(out_dir: str | os.PathLike) -> Path:
-    """Create and return the run folder; a relative path is taken from `out_root()` (the project root)."""
+def run_dir(out_dir: str | os.PathLike, *, seed: int | None = None) -> Path:
+    """Create and return the run folder; a relative path is taken from `out_root()` (the project root).
+
+    `seed`: the folder for a notebook's checkpoints under that SEED. Seed 0 (the default) uses
+    `out_dir` itself, any other seed `out_dir/seed_<seed>`: a rerun with another SEED trains afresh
+    beside the first run, where one folder would refuse to resume a checkpoint of another seed.
+    """
     path = resolve_out(out_dir)
+    if seed not in (None, 0):
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        path = path / f"seed_{seed}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

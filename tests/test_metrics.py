@@ -401,3 +401,33 @@ def test_paired_bootstrap_matches_the_normal_interval_and_its_edge_cases():
     assert constant["low"] == constant["high"] == constant["mean"] == 2.0
     with pytest.raises(ValueError, match="equal-length .* got 3 and 4"):
         metrics.paired_bootstrap([1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0])
+
+
+def test_evaluate_per_image_scores_match_the_metrics_and_their_means():
+    """evaluate(per_image=True): one score per image, in dataset order, equal to the metric on that
+    image alone; the reported means are their means (batches of uneven size included)."""
+    from colorkit import data, evaluate
+    from colorkit.color import lab_to_rgb
+
+    class Tint(torch.nn.Module):                       # a fixed colorizer: ab = (L - 50) / 5 * (1, -1)
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([0.2, -0.2]))
+
+        def forward(self, L):
+            return (L - 50) * self.w.view(1, 2, 1, 1)
+
+    images = torch.rand(7, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    dataset = [{"rgb": img} for img in images]
+    model = Tint()
+    out = evaluate.evaluate(model, dataset, batch_size=3, device="cpu", per_image=True)
+    assert set(out["per_image"]) == {"psnr", "ssim", "colorfulness", "gray_psnr", "gray_ssim", "true_colorfulness"}
+    for i, img in enumerate(images):
+        lab = data.lab_batch(img[None])
+        with torch.no_grad():
+            pred = lab_to_rgb(torch.cat([lab["L"], model(lab["L"])], dim=1))
+        assert out["per_image"]["psnr"][i].item() == pytest.approx(metrics.psnr(pred, img[None]), abs=1e-6)
+        assert out["per_image"]["ssim"][i].item() == pytest.approx(metrics.ssim(pred, img[None]), abs=1e-6)
+    for key, values in out["per_image"].items():
+        assert values.shape == (7,) and out[key] == pytest.approx(values.mean().item())
+    assert "per_image" not in evaluate.evaluate(model, dataset, batch_size=3, device="cpu")

@@ -287,6 +287,60 @@ def test_a_hanging_cell_fails_at_the_cell_timeout(tmp_path):
     assert result.returncode != 0 and "Timeout" in result.stdout, result.stdout[-2000:]
 
 
+def test_a_cell_with_its_own_timeout_gets_it(tmp_path):
+    # the default (3 s here) stops the slow cell; its own timeout in its metadata lets it finish
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    slow = nbformat.v4.new_code_cell("import time\ntime.sleep(6)")
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), slow]
+    for own, passes in ((None, False), (30, True)):
+        if own:
+            slow.metadata["colorkit"] = {course.CELL_TIMEOUT_KEY: own}
+        nbformat.write(nb, tmp_path / "slow.ipynb")
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "colorkit.nbcheck", "--nbval-lax",
+                                 "--nbval-current-env", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                                 "--nbval-cell-timeout=3", str(tmp_path / "slow.ipynb")],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert (result.returncode == 0) == passes, result.stdout[-2000:]
+
+
+def test_cell_timeouts_are_set_from_measured_cell_times(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("PRESET = 'course'"), nbformat.v4.new_code_cell("train()"),
+                nbformat.v4.new_code_cell("plot()")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.cells[2].metadata["colorkit"] = {course.CELL_TIMEOUT_KEY: 900}      # stale: the cell got cheap
+    nbformat.write(nb, tmp_path / "notebooks" / "00_x.ipynb")
+    ran = nbformat.v4.new_notebook()
+    injected = nbformat.v4.new_code_cell("OUT_DIR = 'x'")
+    injected.metadata["tags"] = ["injected-parameters"]
+    ran.cells = [nbformat.from_dict(dict(nb.cells[0])), injected, nbformat.from_dict(dict(nb.cells[1])),
+                 nbformat.from_dict(dict(nb.cells[2]))]
+    for cell, seconds in zip([ran.cells[0], ran.cells[2], ran.cells[3]], [0.1, 130.0, 2.0]):
+        cell.metadata["papermill"] = {"duration": seconds}
+    nbformat.write(ran, executed / "00_x.ipynb")
+    assert course.set_cell_timeouts(executed, tmp_path) == {"00_x.ipynb": {1: 420}}     # 3 x 130 s, up to a minute
+    cells = nbformat.read(tmp_path / "notebooks" / "00_x.ipynb", as_version=4).cells
+    assert cells[1].metadata["colorkit"][course.CELL_TIMEOUT_KEY] == 420
+    assert "colorkit" not in cells[2].metadata and "colorkit" not in cells[0].metadata
+    ran.cells[2].source = "train(more=True)"                                   # an executed copy of other code
+    nbformat.write(ran, executed / "00_x.ipynb")
+    with pytest.raises(ValueError, match="another version of 00_x.ipynb"):
+        course.set_cell_timeouts(executed, tmp_path)
+
+
+def test_each_seed_gets_its_own_checkpoint_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLORKIT_OUT_ROOT", str(tmp_path))
+    first = runs.run_dir("runs/nb")
+    assert runs.run_dir("runs/nb", seed=0) == first and first.is_dir()
+    assert runs.run_dir("runs/nb", seed=3) == first / "seed_3" and (first / "seed_3").is_dir()
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        runs.run_dir("runs/nb", seed=-1)
+
+
 def test_the_test_command_keeps_out_of_the_users_runs_folder(tmp_path, monkeypatch):
     # conftest.py points relative OUT_DIRs at a folder of the test session's own
     assert not str(runs.run_dir("runs/probe")).startswith(str(ROOT / "runs"))

@@ -160,6 +160,19 @@ def test_upgrade_metrics_rows():
     assert upgrade_metrics(small_upgrader(coarse_size=16), rgb, coarse_rgb=colorkit.color.palette_to_rgb(idx)) == m
 
 
+def test_upgrade_metrics_per_image_scores_average_to_the_means():
+    rgb = toyworld_batch(3, 64)["rgb"]
+    G = small_upgrader(coarse_size=16)
+    means, per_image = upgrade_metrics(G, rgb), upgrade_metrics(G, rgb, reduction="none")
+    assert set(per_image) == set(means)
+    for row, scores in per_image.items():
+        for name in ("ssim", "psnr"):
+            assert scores[name].shape == (3,)
+            assert float(scores[name].double().mean()) == pytest.approx(means[row][name], rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        upgrade_metrics(G, rgb, reduction="sum")
+
+
 # --- the GAN step through the engine -----------------------------------------------------------
 
 def gan_trainer(tmp_path, steps, *, size=64, coarse=16, batch_size=4, length=256):

@@ -373,7 +373,8 @@ SunUpgrader.training_step = staticmethod(upgrade_step)
 # ---------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def upgrade_metrics(upgrader: SunUpgrader, rgb_full: Tensor, coarse_rgb: Tensor | None = None) -> dict[str, dict[str, float]]:
+def upgrade_metrics(upgrader: SunUpgrader, rgb_full: Tensor, coarse_rgb: Tensor | None = None, *,
+                    reduction: str = "mean") -> dict[str, dict[str, float | Tensor]]:
     """SSIM and PSNR against the full-resolution originals `rgb_full` (B, 3, H, W) (Tables I / II).
 
     coarse_rgb: the coarse color to upgrade; default the palette-quantized downsampled original
@@ -383,6 +384,8 @@ def upgrade_metrics(upgrader: SunUpgrader, rgb_full: Tensor, coarse_rgb: Tensor 
     - "full_L_coarse_ab": no learning: the full-res L joined with the coarse ab upsampled as the
       upgrader's input is (what the residual upgrader starts from);
     - "upgraded": Lab(L, upgrader(L, coarse)).
+    `reduction="none"` gives each row's scores per image, (B,) tensors in the batch's order (for
+    `metrics.paired_bootstrap` between two rows); "mean" (default) their means as floats.
     """
     from colorkit.metrics import psnr, ssim
 
@@ -405,4 +408,5 @@ def upgrade_metrics(upgrader: SunUpgrader, rgb_full: Tensor, coarse_rgb: Tensor 
         "full_L_coarse_ab": lab_to_rgb(torch.cat([L, upgrader.coarse_lab(coarse, size)[:, 1:]], dim=1)),
         "upgraded": lab_to_rgb(torch.cat([L, ab], dim=1)),
     }
-    return {row: {"ssim": ssim(img, rgb_full), "psnr": psnr(img, rgb_full, max_db=100.0)} for row, img in images.items()}
+    return {row: {"ssim": ssim(img, rgb_full, reduction=reduction),
+                  "psnr": psnr(img, rgb_full, max_db=100.0, reduction=reduction)} for row, img in images.items()}
