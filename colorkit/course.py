@@ -317,6 +317,7 @@ def set_cell_timeouts(executed: Path, root: Path | None = None, *, margin: float
             print(f"{path.name}: no executed copy in {executed}, left as it is")
             continue
         nb = nbformat.read(path, as_version=4)
+        before = nbformat.writes(nb)
         ran_cells = [c for c in nbformat.read(ran, as_version=4).cells
                      if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
         if len(ran_cells) != len(nb.cells) or any(a.source != b.source for a, b in zip(ran_cells, nb.cells)):
@@ -332,7 +333,8 @@ def set_cell_timeouts(executed: Path, root: Path | None = None, *, margin: float
                 del own[CELL_TIMEOUT_KEY]
                 if not own:
                     del cell.metadata["colorkit"]
-        path.write_text(nbformat.writes(nb))
+        if nbformat.writes(nb) != before:                 # untouched notebooks keep their bytes
+            path.write_text(nbformat.writes(nb) + "\n")
         set_to[path.name] = limits
         print(f"{path.name}: " + (", ".join(f"cell {i} {t} s" for i, t in limits.items()) or f"every cell within {default} s"))
     return set_to
