@@ -109,6 +109,12 @@ def mean_hint_color(L: torch.Tensor, hint_ab: torch.Tensor, hint_mask: torch.Ten
     return mean.expand(-1, -1, *L.shape[-2:]) * (weight > 0)
 
 
+def spread_hint_color(L: torch.Tensor, hint_ab: torch.Tensor, hint_mask: torch.Tensor) -> torch.Tensor:
+    """The hints spread by distance (`models.spread_hints`): the prior the course's hint models start from."""
+    from colorkit.models import spread_hints
+    return spread_hints(hint_ab, hint_mask)
+
+
 def _hint_model_predictor(model: torch.nn.Module):
     """A hint-taking model as a function of (L, hint_ab, hint_mask) on the CPU, run on the model's device."""
     model.eval()

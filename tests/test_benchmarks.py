@@ -31,12 +31,13 @@ def test_baseline_features_quick_runs():
 
 
 def test_hint_ablation_quick_runs(tmp_path):
-    for model, first_two in (("zhang2017", ["course", "p = 1/8"]), ("li", ["course", "paper: 10 hints"])):
+    for model, first_two in (("zhang2017", ["course", "global hints, no prior"]), ("li", ["course", "delta 1 (eq. 13)"])):
         out = tmp_path / f"{model}.json"
         done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hint_ablation.py"), "--quick", "--model", model,
                                "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert done.returncode == 0, done.stderr
-        assert "mean hint color fill" in done.stdout and "gain at 10" in done.stdout
+        assert "mean hint color fill" in done.stdout and "gain at 10" in done.stdout and "over the spread" in done.stdout
         report = json.loads(out.read_text())
         assert report["model"] == model
         assert [r["recipe"] for r in report["rows"]] == first_two and all(r["train_seconds"] > 0 for r in report["rows"])
+        assert set(report["spread"]) == set(report["fill"]) and all("over_spread_10" in r for r in report["rows"])

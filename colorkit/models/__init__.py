@@ -138,6 +138,55 @@ def hint_inputs(L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None, *, 
     return torch.cat([(L - 50.0) / 100.0, hint_ab * hint_mask / HINT_AB_SCALE, hint_mask], dim=1)
 
 
+def global_hint(x0: Tensor) -> Tensor:
+    """Each image's mean hint color and whether it has hints, from the normalised input of `hint_inputs`:
+    (B, 4, H, W) -> (B, 3, 1, 1) = [mean hint ab / 110; has hints] (zeros without hints). A global hint
+    derived from the local ones, as Zhang et al. 2017 feed global color statistics to their network."""
+    mask = x0[:, 3:4]
+    count = mask.sum(dim=(2, 3), keepdim=True)                                  # hint pixels (B, 1, 1, 1)
+    mean = (x0[:, 1:3] * mask).sum(dim=(2, 3), keepdim=True) / count.clamp(min=1)   # (B, 2, 1, 1)
+    return torch.cat([mean, (count > 0).to(x0.dtype)], dim=1)                   # (B, 3, 1, 1)
+
+
+def spread_hints(hint_ab: Tensor, hint_mask: Tensor, *, sigma: float | None = None) -> Tensor:
+    """The hint colors spread by distance: each pixel's Gaussian-weighted mean of the hint ab (a
+    normalised convolution), falling back on the image's mean hint color far from every hint; zeros
+    without hints. (B, 2, H, W), (B, 1, H, W) in Lab units -> (B, 2, H, W). `sigma` in pixels
+    (default: an eighth of the longer side, so the spread scales with the image).
+    """
+    h, w = hint_mask.shape[-2:]
+    sigma = float(sigma or max(h, w) / 8)
+    radius = max(1, min(int(3 * sigma), max(h, w) - 1))
+    x = torch.arange(-radius, radius + 1, device=hint_mask.device, dtype=hint_mask.dtype)
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))                                  # peak 1 at the hint
+
+    def blur(t: Tensor) -> Tensor:                                              # separable, zeros outside
+        c = t.shape[1]
+        t = F.conv2d(t, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
+        return F.conv2d(t, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
+
+    stats = global_hint(torch.cat([hint_mask, hint_ab * hint_mask, hint_mask], dim=1))   # (B, 3, 1, 1)
+    weight = 0.05                                                               # the mean's weight: it wins
+    num = blur(hint_ab * hint_mask) + weight * stats[:, :2]                     # beyond about 2.5 sigma from
+    return num / (blur(hint_mask) + weight) * stats[:, 2:]                      # every hint
+
+
+HINT_PRIORS = (None, "mean", "spread")
+
+
+def hint_prior(kind: str | None, x0: Tensor) -> Tensor | None:
+    """A classical color guess from the hints alone, in Lab units (B, 2, H, W), for a hint model to
+    correct: "mean" paints each image's mean hint color everywhere, "spread" spreads the hints by
+    distance (`spread_hints`); None: no prior. x0 is the normalised input of `hint_inputs`."""
+    if kind is None:
+        return None
+    if kind == "mean":
+        return (global_hint(x0)[:, :2] * HINT_AB_SCALE).expand(-1, -1, *x0.shape[-2:])
+    if kind == "spread":
+        return spread_hints(x0[:, 1:3] * HINT_AB_SCALE, x0[:, 3:4])
+    raise ValueError(f"hint_prior must be one of {HINT_PRIORS}, got {kind!r}")
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

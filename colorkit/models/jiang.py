@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from colorkit.color import lab_to_rgb
 from colorkit.data import geometric_hint_counts, sample_hints
-from colorkit.models import Colorizer, hint_inputs, pad_to_multiple, register
+from colorkit.models import HINT_PRIORS, Colorizer, global_hint, hint_inputs, hint_prior, pad_to_multiple, register
 
 __all__ = ["BaseNet", "UserGuidedNet", "huber_loss", "salient_loss", "make_smsanet_step", "load_zhang_weights",
            "ATTENTIONS", "AB_SCALE", "HINT_P"]
@@ -146,11 +146,13 @@ class BaseNet(Colorizer):
                 return_maps: bool = False):
         """ab (B, 2, H, W); with `return_maps`, also {block: the attention module's maps} (SMSA only)."""
         h, w = L.shape[-2:]
-        x = pad_to_multiple(self._inputs(L, hint_ab, hint_mask), 8)       # (B, 1 or 4, H', W')
+        inputs = self._inputs(L, hint_ab, hint_mask)                      # (B, 1 or 4, H, W)
+        x = pad_to_multiple(inputs, 8)                                    # (B, 1 or 4, H', W')
         conv1 = self.conv1(x)                                             # (B, C, H, W)
         conv2 = self.conv2(conv1[..., ::2, ::2])                          # (B, 2C, H/2, W/2)
         conv3 = self.conv3(conv2[..., ::2, ::2])                          # (B, 4C, H/4, W/4)
         y = self.conv4(conv3[..., ::2, ::2])                              # (B, 8C, H/8, W/8)
+        y = self._global(y, inputs)                                       # + global hints (zhang2017 option)
         maps = {}
         for i, block in ((5, self.conv5), (6, self.conv6), (7, self.conv7)):
             if 4 in self.attention_after and i == 5:
@@ -160,7 +162,14 @@ class BaseNet(Colorizer):
         y = self.conv9(self.up9(y) + self.short2(conv2))                  # (B, 2C, H/2, W/2)
         y = self.conv10(self.up10(y) + self.short1(conv1))                # (B, 2C, H, W)
         ab = torch.tanh(self.head(y))[..., :h, :w] * AB_SCALE             # (B, 2, H, W)
+        ab = self._add_prior(ab, inputs)
         return (ab, maps) if return_maps else ab
+
+    def _global(self, y: Tensor, inputs: Tensor) -> Tensor:
+        return y                                                          # BaseNet takes no hints
+
+    def _add_prior(self, ab: Tensor, inputs: Tensor) -> Tensor:
+        return ab
 
     def _attend(self, block: int, y: Tensor, maps: dict, return_maps: bool) -> Tensor:
         key = str(block)
@@ -183,8 +192,38 @@ class UserGuidedNet(BaseNet):
 
     takes_hints = True
 
+    def __init__(self, width: int = 64, image_size: int = 64, attention: str | None = None,
+                 attention_after: Sequence[int] = [5, 6, 7], scales: int = 3, global_hints: bool = False,
+                 prior: str | None = None):
+        super().__init__(width, image_size, attention, attention_after, scales)
+        if prior not in HINT_PRIORS:
+            raise ValueError(f"zhang2017: prior must be one of {HINT_PRIORS}, got {prior!r}")
+        self.prior = prior                                                # ours: ab = prior + the network's
+        if prior is not None:
+            nn.init.zeros_(self.head.weight)                              # an untrained model returns its prior
+            nn.init.zeros_(self.head.bias)
+        c = self.conv4[-1].num_features                                   # 8C, conv4's width
+        # Zhang et al.'s global hints network: 1 x 1 convs on global color statistics, spatially
+        # replicated and added to the main network's features. Theirs reads a color histogram or a
+        # saturation the user gives; ours reads the mean of the local hints and a has-hints flag
+        # (`models.global_hint`), so the clicks alone drive it. Its last conv starts at zero.
+        self.global_net = None
+        if global_hints:
+            self.global_net = nn.Sequential(nn.Conv2d(3, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, c, 1))
+            nn.init.zeros_(self.global_net[-1].weight)
+            nn.init.zeros_(self.global_net[-1].bias)
+
     def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
         return hint_inputs(L, hint_ab, hint_mask, model="zhang2017")            # (B, 4, H, W)
+
+    def _global(self, y: Tensor, inputs: Tensor) -> Tensor:
+        if self.global_net is None:
+            return y
+        return y + self.global_net(global_hint(inputs))                  # (B, 8C, 1, 1) broadcast: (B, 8C, H/8, W/8)
+
+    def _add_prior(self, ab: Tensor, inputs: Tensor) -> Tensor:
+        prior = hint_prior(self.prior, inputs)                            # (B, 2, H, W) or None
+        return ab if prior is None else (prior + ab).clamp(-AB_SCALE, AB_SCALE)
 
 
 def legacy_config(config: dict, state: dict) -> dict:

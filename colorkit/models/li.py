@@ -52,6 +52,12 @@ stage-4 blocks write one large constant into every token and normalise the image
 over the batch cannot be satisfied that way, so it is the default (`final_norm="batch"`);
 `final_norm="layer"` is Swin's, and what checkpoints saved before it hold.
 
+The course's hint path (`hint_path`, not in the paper; issue 15). At the course's 64 x 64 and few
+CPU minutes the paper's network stayed below painting the mean hint color everywhere: its 2 x 2
+stage-4 tokens leave no full-resolution route from a hint to its pixels. `HintPath` adds one, and
+with hint_path "spread" the model starts from the hints spread by distance (`models.spread_hints`)
+and learns a correction. "none" (the default, and the `full` preset) is the paper's network.
+
 Training (sec. 4.3): 224 x 224, 10 random 2 x 2 hints per image carrying the mean true ab of their
 patch, Huber loss with delta = 1 on ab in Lab units (eq. 13), AdamW lr 5e-4 with a cosine schedule.
 """
@@ -68,7 +74,7 @@ from colorkit.attention import MultiHeadAttention, SwinWindowAttention, shifted_
 from colorkit.clustering import (balanced_binary_clustering, cluster_padding_mask, cluster_windows,
                                  token_brightness, uncluster_windows)
 from colorkit.data import geometric_hint_counts, sample_hints
-from colorkit.models import Colorizer, hint_inputs, pad_to_multiple, register
+from colorkit.models import Colorizer, global_hint, hint_inputs, hint_prior, pad_to_multiple, register
 
 __all__ = ["ARCHS", "FINAL_NORMS", "FeatureWindowAttention", "DLSABlock", "PatchMerging", "DualLocalAttentionColorizer",
            "complexity", "make_li_step", "TRAIN_HINTS"]
@@ -81,6 +87,7 @@ ARCHS: dict[str, dict[str, Any]] = {
     "S": {"embed_dim": 12, "depths": [2, 2, 18, 2], "heads": [3, 6, 12, 24]},
 }
 STABILIZERS = ("conv", "linear", "attention", "none")
+HINT_PATHS = ("none", "local", "global", "fill", "spread")
 FINAL_NORMS = ("batch", "layer")
 SIMILARITIES = ("brightness", "cosine")
 
@@ -179,6 +186,44 @@ class PatchMerging(nn.Module):
         return x if self.reduction is None else self.reduction(x)        # (B, H/2, W/2, 2C) with reduce
 
 
+class HintPath(nn.Module):
+    """The course's full-resolution hint path (not in the paper; issue 15): ab = ab_dup + r.
+
+    At 64 x 64 the encoder ends in 2 x 2 tokens and DUpsampling rebuilds each 32 x 32 block of ab
+    linearly from one token: nothing reaches the output at full resolution, so a 2 x 2 hint has to
+    survive four stages of merging to move its own pixels. This path gives the output a short route
+    from the input. A few 3 x 3 convs with dilations 1, 2, 4, 8 (receptive field 31 px) read
+    [L; hint ab; mask] at full resolution, DUpsampling's ab, and with `use_global` each image's mean
+    hint ab broadcast everywhere plus a has-hints flag (a global hint, as Zhang et al. 2017 feed
+    global color statistics to their network), and add a residual r to DUpsampling's ab. The last
+    conv starts at zero, so an untrained path leaves the paper's model unchanged. With `fill`
+    ("mean" or "spread", `models.hint_prior`) the output also adds a classical guess from the hints
+    alone, and the model (whose DUpsampling then starts at zero too) learns a correction to it:
+    hint_path "spread", the course preset, is the one `benchmarks/hint_ablation.py` chose.
+
+    forward(x0 (B, 4, H, W) the normalised input of eq. 4, ab (B, 2, H, W) in Lab units) -> (B, 2, H, W).
+    """
+
+    def __init__(self, width: int = 16, *, use_global: bool = True, fill: str | None = None):
+        super().__init__()
+        self.use_global, self.fill = use_global, fill
+        layers: list[nn.Module] = [nn.Conv2d(4 + 2 + (3 if use_global else 0), width, 3, padding=1), nn.GELU()]
+        for dilation in (2, 4, 8):
+            layers += [nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation), nn.GELU()]
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(width, 2, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x0: Tensor, ab: Tensor) -> Tensor:
+        parts = [x0, ab / 110.0]                                          # (B, 6, H, W)
+        if self.use_global:
+            parts.append(global_hint(x0).expand(-1, -1, *x0.shape[-2:]))   # (B, 9, H, W)
+        out = ab + self.out(self.body(torch.cat(parts, dim=1)))          # residual in Lab units
+        prior = hint_prior(self.fill, x0)                                # (B, 2, H, W) or None
+        return out if prior is None else out + prior
+
+
 class _WindowStabilizer(nn.Module):
     """The attention stabilizer (Table 3, Model 3): one window self-attention at 1/32."""
 
@@ -218,7 +263,7 @@ class DualLocalAttentionColorizer(Colorizer):
     def __init__(self, arch: str = "T", image_size: int = 224, window: int = 7, embed_dim: int | None = None,
                  depths: Sequence[int] | None = None, heads: Sequence[int] | None = None,
                  stabilizer: str = "conv", merge_reduction: bool = False, similarity: str = "brightness",
-                 mlp_ratio: float = 4.0, final_norm: str = "batch"):
+                 mlp_ratio: float = 4.0, final_norm: str = "batch", hint_path: str = "none", hint_path_width: int = 16):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"li: arch must be one of {sorted(ARCHS)}, got {arch!r}")
@@ -228,6 +273,8 @@ class DualLocalAttentionColorizer(Colorizer):
             raise ValueError(f"li: similarity must be one of {SIMILARITIES}, got {similarity!r}")
         if final_norm not in FINAL_NORMS:
             raise ValueError(f"li: final_norm must be one of {FINAL_NORMS}, got {final_norm!r}")
+        if hint_path not in HINT_PATHS:
+            raise ValueError(f"li: hint_path must be one of {HINT_PATHS}, got {hint_path!r}")
         base = ARCHS[arch]
         embed_dim = base["embed_dim"] if embed_dim is None else embed_dim
         depths = list(base["depths"] if depths is None else depths)
@@ -262,7 +309,12 @@ class DualLocalAttentionColorizer(Colorizer):
         self.scale = PATCH * 2 ** 3                                      # 32: the output stride
         self.dupsample = nn.Conv2d(dim, 2 * self.scale ** 2, 1)          # DUpsampling's projection W
         nn.init.zeros_(self.dupsample.bias)
+        self.hint_path = (HintPath(hint_path_width, use_global=hint_path in ("global", "fill", "spread"),
+                                   fill={"fill": "mean", "spread": "spread"}.get(hint_path))
+                          if hint_path != "none" else None)              # the course's addition (HintPath)
         self.apply(self._init_linear)
+        if hint_path in ("fill", "spread"):
+            nn.init.zeros_(self.dupsample.weight)                        # an untrained model returns its prior
 
     @staticmethod
     def _init_linear(module: nn.Module) -> None:
@@ -323,6 +375,8 @@ class DualLocalAttentionColorizer(Colorizer):
         # in Lab units directly: a fixed output gain (x 110) would multiply Adam's step on the
         # projection by it, and the predictions would jump by tens of Lab units per step
         ab = ab[..., :h, :w]                                                     # I_ab; I_pred = L (+) I_ab (eq. 5)
+        if self.hint_path is not None:                                           # the course's full-resolution path
+            ab = self.hint_path(self._inputs(L, hint_ab, hint_mask), ab)         # (B, 2, H, W)
         return (ab, clusters) if return_clusters else ab
 
 
