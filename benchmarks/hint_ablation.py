@@ -43,9 +43,11 @@ RECIPES = {
         "lr 5e-4, no prior": ({"prior": None, "global_hints": False}, {}, {"lr": 5e-4}),
     },
     "li": {
-        "course": ({}, {}, {}),                                      # hint path on the spread prior, Huber delta 10
-        "delta 1 (eq. 13)": ({}, {"delta": 1.0}, {}),                # the paper's Huber delta
-        "hint path, no prior, delta 1": ({"hint_path": "global"}, {"delta": 1.0}, {}),
+        "course": ({}, {}, {}),                                      # hint path (width 8) on the spread prior, Huber delta 10
+        "path width 16": ({"hint_path_width": 16}, {}, {}),
+        "delta 1 (eq. 13), width 16": ({"hint_path_width": 16}, {"delta": 1.0}, {}),   # the paper's Huber delta
+        "lr 2e-3, width 16": ({"hint_path_width": 16}, {}, {"lr": 2e-3}),
+        "hint path, no prior, delta 1": ({"hint_path": "global", "hint_path_width": 16}, {"delta": 1.0}, {}),
         "no hint path, delta 1": ({"hint_path": "none"}, {"delta": 1.0}, {}),   # the paper's network
         "paper: 10 hints, no hint path": ({"hint_path": "none"}, {"delta": 1.0, "hint_p": None}, {}),  # sec. 4.3
         "lr 5e-4, no hint path": ({"hint_path": "none"}, {"delta": 1.0}, {"lr": 5e-4}),   # the paper's rate

@@ -31,7 +31,7 @@ def test_baseline_features_quick_runs():
 
 
 def test_hint_ablation_quick_runs(tmp_path):
-    for model, first_two in (("zhang2017", ["course", "global hints, no prior"]), ("li", ["course", "delta 1 (eq. 13)"])):
+    for model, first_two in (("zhang2017", ["course", "global hints, no prior"]), ("li", ["course", "path width 16"])):
         out = tmp_path / f"{model}.json"
         done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hint_ablation.py"), "--quick", "--model", model,
                                "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -188,6 +188,10 @@ class UserGuidedNet(BaseNet):
 
     forward(L, *, hint_ab=None, hint_mask=None) -> ab (B, 2, H, W); no hints = automatic colorization.
     Attention slots work as in BaseNet (None by default: Zhang et al.'s network has none).
+    The course's options (issue 15; both off by default, Zhang et al.'s network): `global_hints`, a
+    global-hints branch fed with the mean hint color; `prior` ("mean" or "spread", `models.hint_prior`),
+    a classical guess from the hints that the input also carries (2 more channels) and the output
+    adds to ab, so the network learns a correction (its head starts at zero).
     """
 
     takes_hints = True
@@ -200,6 +204,7 @@ class UserGuidedNet(BaseNet):
             raise ValueError(f"zhang2017: prior must be one of {HINT_PRIORS}, got {prior!r}")
         self.prior = prior                                                # ours: ab = prior + the network's
         if prior is not None:
+            self.conv1[0] = nn.Conv2d(6, width, 3, padding=1)             # it also reads the prior it corrects
             nn.init.zeros_(self.head.weight)                              # an untrained model returns its prior
             nn.init.zeros_(self.head.bias)
         c = self.conv4[-1].num_features                                   # 8C, conv4's width
@@ -214,7 +219,10 @@ class UserGuidedNet(BaseNet):
             nn.init.zeros_(self.global_net[-1].bias)
 
     def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
-        return hint_inputs(L, hint_ab, hint_mask, model="zhang2017")            # (B, 4, H, W)
+        x0 = hint_inputs(L, hint_ab, hint_mask, model="zhang2017")              # (B, 4, H, W)
+        if self.prior is None:
+            return x0
+        return torch.cat([x0, hint_prior(self.prior, x0) / AB_SCALE], dim=1)    # + the prior: (B, 6, H, W)
 
     def _global(self, y: Tensor, inputs: Tensor) -> Tensor:
         if self.global_net is None:
@@ -222,8 +230,9 @@ class UserGuidedNet(BaseNet):
         return y + self.global_net(global_hint(inputs))                  # (B, 8C, 1, 1) broadcast: (B, 8C, H/8, W/8)
 
     def _add_prior(self, ab: Tensor, inputs: Tensor) -> Tensor:
-        prior = hint_prior(self.prior, inputs)                            # (B, 2, H, W) or None
-        return ab if prior is None else (prior + ab).clamp(-AB_SCALE, AB_SCALE)
+        if self.prior is None:
+            return ab
+        return (inputs[:, 4:6] * AB_SCALE + ab).clamp(-AB_SCALE, AB_SCALE)       # the prior (an input too) + ab
 
 
 def legacy_config(config: dict, state: dict) -> dict:

@@ -56,7 +56,8 @@ The course's hint path (`hint_path`, not in the paper; issue 15). At the course'
 CPU minutes the paper's network stayed below painting the mean hint color everywhere: its 2 x 2
 stage-4 tokens leave no full-resolution route from a hint to its pixels. `HintPath` adds one, and
 with hint_path "spread" the model starts from the hints spread by distance (`models.spread_hints`)
-and learns a correction. "none" (the default, and the `full` preset) is the paper's network.
+and learns a correction; X_0 then carries that prior as two more channels, so the transformer and
+the path read the guess they correct. "none" (the default, and the `full` preset) is the paper's network.
 
 Training (sec. 4.3): 224 x 224, 10 random 2 x 2 hints per image carrying the mean true ab of their
 patch, Huber loss with delta = 1 on ab in Lab units (eq. 13), AdamW lr 5e-4 with a cosine schedule.
@@ -201,13 +202,15 @@ class HintPath(nn.Module):
     alone, and the model (whose DUpsampling then starts at zero too) learns a correction to it:
     hint_path "spread", the course preset, is the one `benchmarks/hint_ablation.py` chose.
 
-    forward(x0 (B, 4, H, W) the normalised input of eq. 4, ab (B, 2, H, W) in Lab units) -> (B, 2, H, W).
+    forward(x0 (B, 4, H, W) the normalised input of eq. 4, or (B, 6, H, W) with the prior's ab / 110
+    as its last two channels; ab (B, 2, H, W) in Lab units) -> (B, 2, H, W).
     """
 
-    def __init__(self, width: int = 16, *, use_global: bool = True, fill: str | None = None):
+    def __init__(self, width: int = 8, *, use_global: bool = True, fill: str | None = None):
         super().__init__()
         self.use_global, self.fill = use_global, fill
-        layers: list[nn.Module] = [nn.Conv2d(4 + 2 + (3 if use_global else 0), width, 3, padding=1), nn.GELU()]
+        inputs = (6 if fill else 4) + 2 + (3 if use_global else 0)      # X_0 (with the prior), ab, global
+        layers: list[nn.Module] = [nn.Conv2d(inputs, width, 3, padding=1), nn.GELU()]
         for dilation in (2, 4, 8):
             layers += [nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation), nn.GELU()]
         self.body = nn.Sequential(*layers)
@@ -220,8 +223,7 @@ class HintPath(nn.Module):
         if self.use_global:
             parts.append(global_hint(x0).expand(-1, -1, *x0.shape[-2:]))   # (B, 9, H, W)
         out = ab + self.out(self.body(torch.cat(parts, dim=1)))          # residual in Lab units
-        prior = hint_prior(self.fill, x0)                                # (B, 2, H, W) or None
-        return out if prior is None else out + prior
+        return out + x0[:, 4:6] * 110.0 if self.fill else out            # + the prior, X_0's last 2 channels
 
 
 class _WindowStabilizer(nn.Module):
@@ -263,7 +265,7 @@ class DualLocalAttentionColorizer(Colorizer):
     def __init__(self, arch: str = "T", image_size: int = 224, window: int = 7, embed_dim: int | None = None,
                  depths: Sequence[int] | None = None, heads: Sequence[int] | None = None,
                  stabilizer: str = "conv", merge_reduction: bool = False, similarity: str = "brightness",
-                 mlp_ratio: float = 4.0, final_norm: str = "batch", hint_path: str = "none", hint_path_width: int = 16):
+                 mlp_ratio: float = 4.0, final_norm: str = "batch", hint_path: str = "none", hint_path_width: int = 8):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"li: arch must be one of {sorted(ARCHS)}, got {arch!r}")
@@ -284,7 +286,9 @@ class DualLocalAttentionColorizer(Colorizer):
         self.image_size, self.window, self.similarity = image_size, window, similarity
         # X_0 has 4 channels: L, hint ab and the hint mask (eq. 4 folds the mask into ab = 0 off the
         # hints, which cannot tell a gray hint from none), so a patch has 4 P_1^2 = 64 values
-        self.patch_embed = nn.Conv2d(4, embed_dim, PATCH, stride=PATCH)  # (B, C_1, H/4, W/4)
+        self.prior = {"fill": "mean", "spread": "spread"}.get(hint_path)   # the course's prior (HintPath)
+        # with a prior, X_0 also carries it (2 more channels): the network reads the guess it corrects
+        self.patch_embed = nn.Conv2d(6 if self.prior else 4, embed_dim, PATCH, stride=PATCH)  # (B, C_1, H/4, W/4)
         self.patch_norm = nn.LayerNorm(embed_dim)
         # E_pos (sec. 3.3), learned for image_size and interpolated for other sizes
         side = image_size // PATCH
@@ -326,7 +330,10 @@ class DualLocalAttentionColorizer(Colorizer):
 
     def _inputs(self, L: Tensor, hint_ab: Tensor | None, hint_mask: Tensor | None) -> Tensor:
         # X_0 = I_g (+) I_hint: L, the hint ab (zero off the hints) and the mask, normalised    (eq. 4)
-        return hint_inputs(L, hint_ab, hint_mask, model="li")                    # (B, 4, H, W)
+        x0 = hint_inputs(L, hint_ab, hint_mask, model="li")                      # (B, 4, H, W)
+        if self.prior is None:
+            return x0
+        return torch.cat([x0, hint_prior(self.prior, x0) / 110.0], dim=1)        # + the prior: (B, 6, H, W)
 
     def _position(self, h: int, w: int) -> Tensor:
         pos = self.absolute_pos
@@ -336,11 +343,14 @@ class DualLocalAttentionColorizer(Colorizer):
         return pos
 
     def encode(self, L: Tensor, hint_ab: Tensor | None = None, hint_mask: Tensor | None = None,
-               *, return_clusters: bool = False):
+               *, return_clusters: bool = False, inputs: Tensor | None = None):
         """The hierarchical encoder: X_4 (B, C_4, H'/32, W'/32) of the input padded to H', W'
         (multiples of 32); with `return_clusters`, also {stage: (the stage's FWSA permutation (B, N_s),
-        cluster size)} for pictures (brightness similarity only: cosine clusters change block by block)."""
-        x0 = pad_to_multiple(self._inputs(L, hint_ab, hint_mask), self.scale)    # (B, 4, H', W')
+        cluster size)} for pictures (brightness similarity only: cosine clusters change block by block).
+        `inputs`: X_0 when the caller has built it already (`forward`)."""
+        if inputs is None:
+            inputs = self._inputs(L, hint_ab, hint_mask)                         # (B, 4 or 6, H, W)
+        x0 = pad_to_multiple(inputs, self.scale)                                 # (B, 4 or 6, H', W')
         lightness = x0[:, :1] * 100.0 + 50.0                                     # L of the padded image
         x = self.patch_embed(x0).permute(0, 2, 3, 1)                             # (B, H'/4, W'/4, C_1)
         x = self.patch_norm(x) + self._position(*x.shape[1:3])                   # + E_pos
@@ -367,7 +377,8 @@ class DualLocalAttentionColorizer(Colorizer):
                 return_clusters: bool = False):
         """ab (B, 2, H, W) in Lab units; with `return_clusters`, also the FWSA clusters (`encode`)."""
         h, w = L.shape[-2:]
-        encoded = self.encode(L, hint_ab, hint_mask, return_clusters=return_clusters)
+        x0 = self._inputs(L, hint_ab, hint_mask)                                 # (B, 4, H, W); 6 with a prior
+        encoded = self.encode(L, return_clusters=return_clusters, inputs=x0)
         x, clusters = encoded if return_clusters else (encoded, None)
         x = self.stabilizer(x)                                                   # local stabilizing layer
         # DUpsampling: a learned linear reconstruction of each token's 32 x 32 ab block, rearranged
@@ -376,7 +387,7 @@ class DualLocalAttentionColorizer(Colorizer):
         # projection by it, and the predictions would jump by tens of Lab units per step
         ab = ab[..., :h, :w]                                                     # I_ab; I_pred = L (+) I_ab (eq. 5)
         if self.hint_path is not None:                                           # the course's full-resolution path
-            ab = self.hint_path(self._inputs(L, hint_ab, hint_mask), ab)         # (B, 2, H, W)
+            ab = self.hint_path(x0, ab)                                          # (B, 2, H, W)
         return (ab, clusters) if return_clusters else ab
 
 
