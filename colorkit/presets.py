@@ -465,8 +465,14 @@ OURS: dict[str, dict[str, str]] = {
                   "train.batch_size": "ours", "train.weight_decay": "none", "train.min_lr_ratio": "unused at a constant rate",
                   "train.ema_decay": "none", "train.amp": _BF16, "loss.hint_patch": "ours (Zhang et al. use 1-9 px)",
                   "model.attention_after": "unused without attention", "model.scales": "unused without attention",
+                  "model.global_hints": "off: the course's branch reads the mean hint color (Zhang et al.'s global hints "
+                                        "network reads statistics a user gives, which the course's hints do not carry)",
+                  "model.prior": "none: Zhang et al.'s network learns from the hints alone (the course preset starts "
+                                 "from the hints spread by distance)",
                   "data.train_images": _DATA, "data.val_images": _DATA},
-    "li": {"train.steps": "ours", "train.batch_size": "ours", "train.betas": "AdamW's defaults",
+    "li": {"model.hint_path": "none: the paper's network (the course preset adds the hint path on the spread)",
+           "model.hint_path_width": "unused without the hint path",
+           "train.steps": "ours", "train.batch_size": "ours", "train.betas": "AdamW's defaults",
            "train.weight_decay": "Swin's (0.05)", "train.warmup_steps": "Swin's practice", "train.min_lr_ratio": "ours",
            "train.ema_decay": "none", "train.amp": _BF16, "loss.delta": "Huber's delta 1 (the paper's loss, delta not given)",
            "model.embed_dim": "None: Swin-T's, which the paper follows for Ours-T", "model.depths": "None: Swin-T's",
